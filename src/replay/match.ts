@@ -1,0 +1,163 @@
+/**
+ * Request matching: which recorded exchange answers a live request. One small class, like talkback's.
+ *
+ * Key: method + path + query (parameter order ignored) + whether credentials were sent (never their
+ * value: tokens change every run). For manifests, the request's Accept set must accept the recorded
+ * response's media type, as a registry negotiates. User-Agent, Date, Connection, Accept-Encoding and
+ * the rest never take part. Identical requests get the recorded answers in order, the last repeating.
+ */
+import { HeaderList, headerValue, headerValues } from '../fixture/model';
+import { LoadedExchange } from '../fixture/files';
+import { acceptSet, accepts, routeOf } from '../registry/routes';
+
+/** What the matcher needs to know of a request. */
+export interface RequestView {
+  method: string;
+  /** Path and query. */
+  url: string;
+  headers: HeaderList;
+}
+
+export function splitUrl(url: string): { path: string; query: string } {
+  const i = url.indexOf('?');
+  return i < 0 ? { path: url, query: '' } : { path: url.slice(0, i), query: url.slice(i + 1) };
+}
+
+/** Query parameters sorted, so that order never matters; values compared decoded. */
+export function normalizeQuery(query: string): string {
+  if (!query) return '';
+  const pairs = [...new URLSearchParams(query)].map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`);
+  return pairs.sort().join('&');
+}
+
+export function hasCredentials(headers: HeaderList): boolean {
+  return headerValue(headers, 'authorization') !== undefined;
+}
+
+/** The bucket a request falls in: everything but Accept. */
+export function bucketKey(r: RequestView): string {
+  const { path, query } = splitUrl(r.url);
+  return `${r.method.toUpperCase()} ${path}?${normalizeQuery(query)} auth=${hasCredentials(r.headers) ? 1 : 0}`;
+}
+
+/** What makes two requests the same one (used for file names and sequences). */
+export function requestIdentity(r: RequestView): string {
+  const { path } = splitUrl(r.url);
+  const route = routeOf(path);
+  const accept = route.kind === 'manifest' ? ' accept=' + acceptSet(headerValues(r.headers, 'accept')).join(',') : '';
+  return bucketKey(r) + accept;
+}
+
+export interface Miss {
+  request: string;
+  nearest: Array<{ request: string; source: string; why: string }>;
+}
+
+export class Matcher {
+  private buckets = new Map<string, LoadedExchange[]>();
+  private counters = new Map<string, number>();
+  /** Keyed by path only, for "nearest" suggestions on a miss. */
+  private byPath = new Map<string, LoadedExchange[]>();
+  private all: LoadedExchange[] = [];
+  readonly unservable: LoadedExchange[] = [];
+  private used = new Set<LoadedExchange>();
+
+  constructor(exchanges: LoadedExchange[]) {
+    for (const ex of exchanges) {
+      if (!ex.response) {
+        this.unservable.push(ex);
+        continue;
+      }
+      this.all.push(ex);
+      push(this.buckets, bucketKey(ex.request), ex);
+      push(this.byPath, splitUrl(ex.request.url).path, ex);
+    }
+  }
+
+  get size(): number {
+    return this.all.length;
+  }
+
+  /** The exchange that answers this request, or undefined. HEAD falls back to a recorded GET. */
+  match(req: RequestView): LoadedExchange | undefined {
+    const hit = this.lookup(req, true);
+    if (hit || req.method.toUpperCase() !== 'HEAD') return hit;
+    // A HEAD answered from a recorded GET does not use up that GET's place in a sequence.
+    return this.lookup({ ...req, method: 'GET' }, false);
+  }
+
+  private lookup(req: RequestView, advance: boolean): LoadedExchange | undefined {
+    const bucket = this.buckets.get(bucketKey(req));
+    if (!bucket) return undefined;
+    const route = routeOf(splitUrl(req.url).path);
+    let pool = bucket;
+    if (route.kind === 'manifest') {
+      const wanted = acceptSet(headerValues(req.headers, 'accept'));
+      pool = bucket.filter((ex) => ex.response!.status >= 300 || accepts(wanted, headerValue(ex.response!.headers, 'content-type')));
+      if (pool.length === 0) return undefined;
+      // Prefer recordings made with the very same Accept set: they are what the registry chose for it.
+      const identity = requestIdentity(req);
+      const same = pool.filter((ex) => requestIdentity(ex.request) === identity);
+      if (same.length) pool = same;
+    }
+    const counterKey = requestIdentity(req);
+    const n = this.counters.get(counterKey) ?? 0;
+    if (advance) this.counters.set(counterKey, n + 1);
+    const ex = pool[Math.min(n, pool.length - 1)];
+    this.used.add(ex);
+    return ex;
+  }
+
+  /** Fixtures no request has used so far. */
+  unused(): LoadedExchange[] {
+    return this.all.filter((ex) => !this.used.has(ex));
+  }
+
+  /** Why nothing matched: the nearest recorded requests, each with what differs. */
+  explain(req: RequestView): Miss {
+    const { path, query } = splitUrl(req.url);
+    const candidates = new Set<LoadedExchange>(this.byPath.get(path) ?? []);
+    if (candidates.size < 3) {
+      // Same route kind and repository: a different tag or digest is a useful hint.
+      const scored = this.all
+        .map((ex) => ({ ex, score: commonPrefix(splitUrl(ex.request.url).path, path) }))
+        .sort((a, b) => b.score - a.score)
+        .slice(0, 3 - candidates.size);
+      for (const s of scored) candidates.add(s.ex);
+    }
+    const nearest = [...candidates].slice(0, 3).map((ex) => ({
+      request: `${ex.request.method} ${ex.request.url}`,
+      source: ex.source ? `${ex.source.file}:${ex.source.line}` : '?',
+      why: difference(req, ex, path, query),
+    }));
+    return { request: `${req.method} ${req.url}`, nearest };
+  }
+}
+
+function difference(req: RequestView, ex: LoadedExchange, path: string, query: string): string {
+  const rec = splitUrl(ex.request.url);
+  const diffs: string[] = [];
+  if (req.method.toUpperCase() !== ex.request.method && !(req.method.toUpperCase() === 'HEAD' && ex.request.method === 'GET')) diffs.push(`method ${ex.request.method}`);
+  if (rec.path !== path) diffs.push('path');
+  if (normalizeQuery(rec.query) !== normalizeQuery(query)) diffs.push(`query (recorded ${rec.query ? '?' + rec.query : 'none'})`);
+  const recAuth = hasCredentials(ex.request.headers);
+  if (recAuth !== hasCredentials(req.headers)) diffs.push(recAuth ? 'credentials (recorded with Authorization)' : 'credentials (recorded without Authorization)');
+  if (routeOf(path).kind === 'manifest' && ex.response) {
+    const ct = headerValue(ex.response.headers, 'content-type');
+    if (!accepts(acceptSet(headerValues(req.headers, 'accept')), ct)) diffs.push(`Accept (the recorded manifest is ${ct}, not accepted)`);
+  }
+  if (diffs.length === 0) return 'same request';
+  return diffs.join(', ') + (diffs.length === 1 ? ' differs' : ' differ');
+}
+
+function commonPrefix(a: string, b: string): number {
+  let i = 0;
+  while (i < a.length && i < b.length && a[i] === b[i]) i++;
+  return i;
+}
+
+function push<K, V>(m: Map<K, V[]>, k: K, v: V): void {
+  const l = m.get(k);
+  if (l) l.push(v);
+  else m.set(k, [v]);
+}
