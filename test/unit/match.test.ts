@@ -1,0 +1,87 @@
+import { Matcher, normalizeQuery } from '../../src/replay/match';
+import { LoadedExchange } from '../../src/fixture/files';
+import { BodyStore } from '../../src/fixture/store';
+import { HeaderList } from '../../src/fixture/model';
+
+const store = new BodyStore('/nonexistent');
+let n = 0;
+function ex(method: string, url: string, reqHeaders: HeaderList, status: number, resHeaders: HeaderList = [], text = ''): LoadedExchange {
+  n++;
+  return {
+    request: { method, url, headers: reqHeaders, body: { kind: 'none' } },
+    response: { status, headers: resHeaders, body: { kind: 'inline', text: text || `#${n}` } },
+    source: { file: `f${n}.md`, line: 1 },
+    store,
+  };
+}
+const body = (e: LoadedExchange | undefined): string => (e?.response?.body as { text: string }).text;
+
+const OCI = 'application/vnd.oci.image.manifest.v1+json';
+const DOCKER = 'application/vnd.docker.distribution.manifest.v2+json';
+const INDEX = 'application/vnd.oci.image.index.v1+json';
+
+describe('Matcher', () => {
+  it('ignores query parameter order', () => {
+    expect(normalizeQuery('b=2&a=1&a=0')).toBe(normalizeQuery('a=0&a=1&b=2'));
+    const m = new Matcher([ex('GET', '/v2/r/tags/list?n=10&last=a', [], 200, [], 'tags')]);
+    expect(body(m.match({ method: 'GET', url: '/v2/r/tags/list?last=a&n=10', headers: [] }))).toBe('tags');
+    expect(m.match({ method: 'GET', url: '/v2/r/tags/list?last=b&n=10', headers: [] })).toBeUndefined();
+  });
+
+  it('negotiates manifests on the Accept set, whatever the order or line split', () => {
+    const m = new Matcher([ex('GET', '/v2/r/manifests/v1', [['accept', OCI]], 200, [['content-type', OCI]], 'oci')]);
+    // docker: several lines, random order; containerd: one comma-joined line with parameters
+    expect(body(m.match({ method: 'GET', url: '/v2/r/manifests/v1', headers: [['accept', INDEX], ['accept', OCI]] }))).toBe('oci');
+    expect(body(m.match({ method: 'GET', url: '/v2/r/manifests/v1', headers: [['accept', `${DOCKER}, ${OCI};q=0.9, */*`]] }))).toBe('oci');
+    // a client that does not accept the stored type gets nothing, as from a registry
+    expect(m.match({ method: 'GET', url: '/v2/r/manifests/v1', headers: [['accept', DOCKER]] })).toBeUndefined();
+  });
+
+  it('prefers the recording made with the same Accept set', () => {
+    const m = new Matcher([
+      ex('GET', '/v2/r/manifests/v1', [['accept', INDEX], ['accept', OCI]], 200, [['content-type', INDEX]], 'index'),
+      ex('GET', '/v2/r/manifests/v1', [['accept', OCI]], 200, [['content-type', OCI]], 'single'),
+    ]);
+    expect(body(m.match({ method: 'GET', url: '/v2/r/manifests/v1', headers: [['accept', OCI]] }))).toBe('single');
+    expect(body(m.match({ method: 'GET', url: '/v2/r/manifests/v1', headers: [['accept', OCI], ['accept', INDEX]] }))).toBe('index');
+  });
+
+  it('counts the presence of credentials, never their value', () => {
+    const m = new Matcher([
+      ex('GET', '/v2/', [], 401, [], 'challenge'),
+      ex('GET', '/v2/', [['authorization', 'Bearer <redacted>']], 200, [], 'ok'),
+    ]);
+    expect(body(m.match({ method: 'GET', url: '/v2/', headers: [] }))).toBe('challenge');
+    expect(body(m.match({ method: 'GET', url: '/v2/', headers: [['Authorization', 'Bearer eyJnew']] }))).toBe('ok');
+  });
+
+  it('plays repeated requests in order, then repeats the last', () => {
+    const m = new Matcher([ex('GET', '/v2/x', [], 500, [], 'first'), ex('GET', '/v2/x', [], 200, [], 'second')]);
+    const r = { method: 'GET', url: '/v2/x', headers: [] };
+    expect([m.match(r), m.match(r), m.match(r)].map(body)).toEqual(['first', 'second', 'second']);
+  });
+
+  it('answers HEAD from a recorded GET without using up the sequence', () => {
+    const m = new Matcher([ex('GET', '/v2/r/blobs/sha256:1', [], 200, [], 'a'), ex('GET', '/v2/r/blobs/sha256:1', [], 200, [], 'b')]);
+    expect(body(m.match({ method: 'HEAD', url: '/v2/r/blobs/sha256:1', headers: [] }))).toBe('a');
+    expect(body(m.match({ method: 'GET', url: '/v2/r/blobs/sha256:1', headers: [] }))).toBe('a');
+    expect(body(m.match({ method: 'GET', url: '/v2/r/blobs/sha256:1', headers: [] }))).toBe('b');
+  });
+
+  it('explains a miss with the nearest recordings and what differs', () => {
+    const m = new Matcher([ex('GET', '/v2/r/manifests/v1', [], 200, [['content-type', OCI]]), ex('GET', '/v2/', [], 200)]);
+    const miss = m.explain({ method: 'GET', url: '/v2/r/manifests/v2', headers: [['authorization', 'Basic x']] });
+    expect(miss.request).toBe('GET /v2/r/manifests/v2');
+    expect(miss.nearest[0].request).toBe('GET /v2/r/manifests/v1');
+    expect(miss.nearest[0].why).toBe('path, credentials (recorded without Authorization) differ');
+    const miss2 = m.explain({ method: 'GET', url: '/v2/r/manifests/v1', headers: [['accept', DOCKER]] });
+    expect(miss2.nearest[0].why).toBe(`Accept (the recorded manifest is ${OCI}, not accepted) differs`);
+  });
+
+  it('keeps requests without a response aside', () => {
+    const lone: LoadedExchange = { request: { method: 'GET', url: '/v2/', headers: [], body: { kind: 'none' } }, store };
+    const m = new Matcher([lone]);
+    expect(m.size).toBe(0);
+    expect(m.unservable).toEqual([lone]);
+  });
+});
