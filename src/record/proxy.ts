@@ -2,6 +2,10 @@
  * The recording proxy: a reverse proxy (http-proxy) in front of the real registry. Bodies stream
  * both ways; a copy of each is hashed and kept on the fly; the exchange is written once both sides
  * completed, atomically. Anything that did not complete is dropped.
+ *
+ * Three kinds of target: the upstream registry; a token realm (`/__regtape/token/...`, after the
+ * Bearer challenge was rewritten to point here); a redirect target (`/__regtape/redirect/...`, after
+ * a blob redirect to a CDN was rewritten to point here).
  */
 import httpProxy from 'http-proxy';
 import * as http from 'node:http';
@@ -10,13 +14,16 @@ import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { promises as fsp } from 'node:fs';
 import { finished } from 'node:stream/promises';
-import { Exchange, HeaderList, headerValue } from '../fixture/model';
-import { BodySink, BodyStore, isTextContentType } from '../fixture/store';
+import { Body, Exchange, HeaderList, headerValue } from '../fixture/model';
+import { BodyStore, isTextContentType } from '../fixture/store';
 import { fileSequence, FixtureFormat, fixtureFileName, serialize, writeFileAtomic } from '../fixture/files';
 import { answerProtocolErrors, HOP_BY_HOP, listen, rawHeaderList, UserError } from '../http/server';
 import { errorBody } from '../registry/errors';
+import { pathToRealm, rewriteChallengeRealm } from '../registry/auth';
+import { isRedirect, redirectPath, redirectTarget } from '../registry/redirect';
+import { routeOf } from '../registry/routes';
 import { requestIdentity } from '../replay/match';
-import { Redactor, RedactOptions } from './redact';
+import { credentialsIn, Redactor, RedactOptions } from './redact';
 import { rewriteLocationHeaders, toPlaceholder } from './rewrite';
 import { tee } from './tee';
 
@@ -48,6 +55,14 @@ export interface RecordServer {
 
 export const DEFAULT_UPSTREAM = 'https://registry-1.docker.io';
 
+interface Target {
+  origin: string;
+  /** Path and query to send there. */
+  path: string;
+  /** Token endpoints and CDNs: bodies may carry secrets or are followed-up downloads. */
+  kind: 'upstream' | 'token' | 'redirect';
+}
+
 export async function record(opts: RecordOptions): Promise<RecordServer> {
   const upstream = parseUpstream(opts.upstream ?? DEFAULT_UPSTREAM);
   const out = path.resolve(opts.out ?? 'fixtures');
@@ -66,31 +81,76 @@ export async function record(opts: RecordOptions): Promise<RecordServer> {
 
   const upstreamOrigins = new Set([upstream.origin]);
   const sequences = await existingSequences(out);
+  /** Stable redirect path -> the signed URL it stands for. Only in memory: signatures never reach disk. */
+  const redirects = new Map<string, string>();
   const written: string[] = [];
   const inflight = new Set<Promise<void>>();
-  const agent = upstream.protocol === 'https:' ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
+  const agents = { 'http:': new http.Agent({ keepAlive: true }), 'https:': new https.Agent({ keepAlive: true }) };
   const proxy = httpProxy.createProxyServer({
-    target: upstream.origin,
     changeOrigin: true, // virtual-hosted registries (Hub, ghcr, quay) need their own Host and SNI
     secure: true,
     selfHandleResponse: true,
     xfwd: false,
-    agent,
     proxyTimeout: opts.upstreamTimeoutMs ?? 60_000,
   });
+
+  const targetOf = (url: string): Target | undefined => {
+    const p = url.split('?')[0];
+    const route = routeOf(p);
+    if (route.kind === 'token') {
+      const realm = pathToRealm(p);
+      if (!realm) return undefined;
+      const q = url.indexOf('?');
+      const search = [realm.search.slice(1), q >= 0 ? url.slice(q + 1) : ''].filter(Boolean).join('&');
+      return { origin: realm.origin, path: realm.pathname + (search ? '?' + search : ''), kind: 'token' };
+    }
+    if (route.kind === 'redirect') {
+      const signed = redirects.get(p);
+      const t = signed ? new URL(signed) : redirectTarget(p);
+      if (!t) return undefined;
+      return { origin: t.origin, path: t.pathname + t.search, kind: 'redirect' };
+    }
+    return { origin: upstream.origin, path: url, kind: 'upstream' };
+  };
+
+  /** Response headers as the client gets them: URLs on the upstream, realms and redirects turned to us. */
+  const clientHeaders = (status: number, headers: HeaderList, target: Target, liveOrigin: string): HeaderList => {
+    let h = headers;
+    if (isRedirect(status)) {
+      h = h.map(([n, v]) => {
+        if (n.toLowerCase() !== 'location') return [n, v];
+        let abs: URL;
+        try {
+          abs = new URL(v, target.origin + target.path);
+        } catch {
+          return [n, v];
+        }
+        // An ordinary redirect within the registry (no signed query) is rewritten like any Location below.
+        if (upstreamOrigins.has(abs.origin) && !abs.search) return [n, v];
+        const stable = redirectPath(abs);
+        redirects.set(stable, abs.href);
+        return [n, liveOrigin + stable];
+      });
+    }
+    h = rewriteLocationHeaders(h, upstreamOrigins, liveOrigin);
+    return h.map(([n, v]) => (n.toLowerCase() === 'www-authenticate' ? [n, rewriteChallengeRealm(v, liveOrigin)] : [n, v]));
+  };
 
   const server = http.createServer((req, res) => {
     const started = process.hrtime.bigint();
     const liveOrigin = `http://${req.headers.host ?? `${opts.host ?? '127.0.0.1'}:${opts.port ?? 8000}`}`;
     const reqHeaders: HeaderList = rawHeaderList(req.rawHeaders).filter(([n]) => !HOP_BY_HOP.has(n) && n !== 'host');
+    const method = req.method ?? 'GET';
     const url = req.url ?? '/';
-    const identity = requestIdentity({ method: req.method ?? 'GET', url, headers: reqHeaders });
-    const base = fixtureFileName(req.method ?? 'GET', url, identity, 1, format);
-    const seq = (sequences.get(base) ?? 0) + 1;
-    sequences.set(base, seq);
-    const file = path.join(out, fixtureFileName(req.method ?? 'GET', url, identity, seq, format));
-
-    const reqSink = store.sink({ inlineText: isTextContentType(headerValue(reqHeaders, 'content-type')) });
+    const target = targetOf(url);
+    if (!target) {
+      const body = errorBody('NAME_UNKNOWN', `regtape: ${url} is not a valid regtape token or redirect URL`);
+      res.writeHead(404, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+      return;
+    }
+    const secret = target.kind === 'token';
+    const reqSink = store.sink({ inlineText: secret || isTextContentType(headerValue(reqHeaders, 'content-type')), memoryOnly: secret });
     req.on('data', (chunk: Buffer) => reqSink.write(chunk));
     req.on('end', () => reqSink.end());
 
@@ -98,15 +158,26 @@ export async function record(opts: RecordOptions): Promise<RecordServer> {
     const job = new Promise<void>((r) => (settle = r));
     inflight.add(job);
     void job.then(() => inflight.delete(job));
+    let resSink: ReturnType<BodyStore['sink']> | undefined;
+    let failed = false;
     const fail = (why: string): void => {
+      if (failed) return;
+      failed = true;
       void Promise.all([reqSink.discard(), resSink?.discard()]).finally(settle);
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      log(`${req.method} ${url} FAILED ${why} ${ms.toFixed(0)}ms (not recorded)`);
+      log(`${method} ${url} FAILED ${why} ${ms.toFixed(0)}ms (not recorded)`);
     };
-    let resSink: BodySink | undefined;
 
-    proxy.web(req, res, {}, (err: NodeJS.ErrnoException) => {
-      const message = `regtape: upstream ${upstream.origin} failed: ${err.code ?? err.message}`;
+    if (target.kind === 'redirect') {
+      // CDNs and object stores reject a second auth mechanism (S3: "Only one auth mechanism allowed").
+      delete req.headers.authorization;
+      delete req.headers.cookie;
+    }
+    req.url = target.path;
+    const agent = target.origin.startsWith('https:') ? agents['https:'] : agents['http:'];
+    proxy.web(req, res, { target: target.origin, agent }, (err: NodeJS.ErrnoException) => {
+      const what = target.kind === 'upstream' ? 'upstream' : target.kind === 'token' ? 'token realm' : 'redirect target';
+      const message = `regtape: ${what} ${target.origin} failed: ${err.code ?? err.message}`;
       if (!res.headersSent) {
         const body = errorBody('UNAVAILABLE', message);
         res.writeHead(502, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
@@ -115,13 +186,14 @@ export async function record(opts: RecordOptions): Promise<RecordServer> {
       fail(err.code ?? err.message);
     });
 
-    (req as http.IncomingMessage & { regtapeOnResponse?: (p: http.IncomingMessage) => void }).regtapeOnResponse = (proxyRes) => {
+    onResponse.set(req, (proxyRes) => {
+      const status = proxyRes.statusCode ?? 502;
       const upstreamHeaders = rawHeaderList(proxyRes.rawHeaders).filter(([n]) => !HOP_BY_HOP.has(n));
-      const clientHeaders = rewriteLocationHeaders(upstreamHeaders, upstreamOrigins, liveOrigin);
+      const headers = clientHeaders(status, upstreamHeaders, target, liveOrigin);
       const flat: string[] = [];
-      for (const [n, v] of clientHeaders) flat.push(n, v);
-      res.writeHead(proxyRes.statusCode ?? 502, proxyRes.statusMessage, flat);
-      const sink = store.sink({ inlineText: isTextContentType(headerValue(upstreamHeaders, 'content-type')) });
+      for (const [n, v] of headers) flat.push(n, v);
+      res.writeHead(status, proxyRes.statusMessage, flat);
+      const sink = store.sink({ inlineText: secret || isTextContentType(headerValue(upstreamHeaders, 'content-type')), memoryOnly: secret });
       resSink = sink;
       let ok = true;
       proxyRes.on('aborted', () => (ok = false));
@@ -131,32 +203,38 @@ export async function record(opts: RecordOptions): Promise<RecordServer> {
           if (!complete || !ok || !req.complete) return fail('connection closed before the exchange completed');
           try {
             await finished(reqSink);
+            const reqBody = redactBody(await reqSink.commit(), (t) => redactor.redactForm(t));
+            const resBody = redactBody(await sink.commit(), (t) => (secret || looksLikeTokenResponse(url) ? redactor.redactJson(t) : t));
+            const recordedUrl = redactor.redactUrl(url);
+            const request = { method, url: recordedUrl, headers: redactor.redactHeaders(reqHeaders), body: reqBody };
             const ex: Exchange = {
-              comments: [`${req.method} ${url} -> ${proxyRes.statusCode}`, `recorded by regtape from ${upstream.origin}`],
-              request: { method: req.method ?? 'GET', url, headers: redactor.redactHeaders(reqHeaders), body: await reqSink.commit() },
-              response: {
-                status: proxyRes.statusCode ?? 502,
-                headers: redactor.redactHeaders(toPlaceholder(clientHeaders, liveOrigin)),
-                body: await sink.commit(),
-              },
+              comments: [`${method} ${recordedUrl} -> ${status}`, `recorded by regtape from ${target.kind === 'upstream' ? upstream.origin : target.origin}`],
+              request,
+              response: { status, headers: redactor.redactHeaders(toPlaceholder(headers, liveOrigin)), body: resBody },
             };
-            await writeFileAtomic(file, serialize([ex], format));
+            const identity = requestIdentity({ ...request, form: reqBody.kind === 'inline' ? reqBody.text : undefined });
+            const base = fixtureFileName(method, recordedUrl, identity, 1, format);
+            const seq = (sequences.get(base) ?? 0) + 1;
+            sequences.set(base, seq);
+            const file = path.join(out, fixtureFileName(method, recordedUrl, identity, seq, format));
+            const scrubbed = redactor.scrub(serialize([ex], format), credentialsIn(reqHeaders));
+            if (scrubbed.hits) log(`regtape: redacted ${scrubbed.hits} more secret(s) in ${path.basename(file)}`);
+            await writeFileAtomic(file, scrubbed.text);
             written.push(file);
             const ms = Number(process.hrtime.bigint() - started) / 1e6;
-            log(`${req.method} ${url} ${proxyRes.statusCode} ${sink.bytes}B ${ms.toFixed(0)}ms -> ${path.basename(file)}`);
+            log(`${method} ${recordedUrl} ${status} ${sink.bytes}B ${ms.toFixed(0)}ms -> ${path.basename(file)}`);
             settle();
           } catch (e) {
-            process.stderr.write(`regtape: could not write fixture ${file}: ${(e as Error).message}\n`);
+            process.stderr.write(`regtape: could not write a fixture for ${method} ${url}: ${(e as Error).message}\n`);
             fail('write error');
           }
         },
         () => fail('stream error'),
       );
-    };
+    });
   });
-  proxy.on('proxyRes', (proxyRes, req) => {
-    (req as http.IncomingMessage & { regtapeOnResponse?: (p: http.IncomingMessage) => void }).regtapeOnResponse?.(proxyRes);
-  });
+  const onResponse = new WeakMap<http.IncomingMessage, (proxyRes: http.IncomingMessage) => void>();
+  proxy.on('proxyRes', (proxyRes, req) => onResponse.get(req)?.(proxyRes));
   answerProtocolErrors(server);
   const host = opts.host ?? '127.0.0.1';
   await listen(server, opts.port ?? 8000, host);
@@ -175,10 +253,22 @@ export async function record(opts: RecordOptions): Promise<RecordServer> {
       await Promise.all([...inflight]);
       server.closeAllConnections();
       await closed;
-      agent.destroy();
+      agents['http:'].destroy();
+      agents['https:'].destroy();
       proxy.close();
+      await fsp.rmdir(store.tmpDir).catch(() => undefined);
     },
   };
+}
+
+function redactBody(body: Body, f: (text: string) => string): Body {
+  return body.kind === 'inline' ? { kind: 'inline', text: f(body.text) } : body;
+}
+
+/** A registry whose realm is on itself and was not rewritten still must not leak its tokens. */
+function looksLikeTokenResponse(url: string): boolean {
+  const kind = routeOf(url.split('?')[0]).kind;
+  return kind === 'other' || kind === 'ping';
 }
 
 function parseUpstream(s: string): URL {

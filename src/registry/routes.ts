@@ -10,7 +10,14 @@ export type Route =
   | { kind: 'tags'; name: string }
   | { kind: 'catalog' }
   | { kind: 'referrers'; name: string; digest: string }
+  /** regtape's own: the token endpoint behind a rewritten Bearer realm (registry/auth.ts). */
+  | { kind: 'token' }
+  /** regtape's own: the stable URL of a blob redirect to a CDN (registry/redirect.ts). */
+  | { kind: 'redirect' }
   | { kind: 'other' };
+
+import { TOKEN_PREFIX } from './auth';
+import { REDIRECT_PREFIX } from './redirect';
 
 const NAME = '([a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)';
 const MANIFEST = new RegExp(`^/v2/${NAME}/manifests/([^/]+)$`);
@@ -21,6 +28,8 @@ const REFERRERS = new RegExp(`^/v2/${NAME}/referrers/([^/]+)$`);
 
 export function routeOf(urlPath: string): Route {
   const p = urlPath.split('?')[0];
+  if (p.startsWith(TOKEN_PREFIX)) return { kind: 'token' };
+  if (p.startsWith(REDIRECT_PREFIX)) return { kind: 'redirect' };
   if (p === '/v2/' || p === '/v2') return { kind: 'ping' };
   if (p === '/v2/_catalog') return { kind: 'catalog' };
   let m: RegExpExecArray | null;

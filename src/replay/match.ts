@@ -9,6 +9,7 @@
 import { HeaderList, headerValue, headerValues } from '../fixture/model';
 import { LoadedExchange } from '../fixture/files';
 import { acceptSet, accepts, routeOf } from '../registry/routes';
+import { tokenRequestKey } from '../registry/auth';
 
 /** What the matcher needs to know of a request. */
 export interface RequestView {
@@ -16,6 +17,8 @@ export interface RequestView {
   /** Path and query. */
   url: string;
   headers: HeaderList;
+  /** The form body of a token POST (OAuth2): its scope and service identify it. */
+  form?: string;
 }
 
 export function splitUrl(url: string): { path: string; query: string } {
@@ -37,6 +40,11 @@ export function hasCredentials(headers: HeaderList): boolean {
 /** The bucket a request falls in: everything but Accept. */
 export function bucketKey(r: RequestView): string {
   const { path, query } = splitUrl(r.url);
+  const route = routeOf(path);
+  // Token requests: realm, service and scopes; GET or POST, any credentials, any client.
+  if (route.kind === 'token') return tokenRequestKey(path, query, r.form);
+  // The follow-up of a redirect: clients differ in whether they resend credentials to it.
+  if (route.kind === 'redirect') return `${r.method.toUpperCase()} ${path}`;
   return `${r.method.toUpperCase()} ${path}?${normalizeQuery(query)} auth=${hasCredentials(r.headers) ? 1 : 0}`;
 }
 
@@ -69,7 +77,7 @@ export class Matcher {
         continue;
       }
       this.all.push(ex);
-      push(this.buckets, bucketKey(ex.request), ex);
+      push(this.buckets, bucketKey(recordedView(ex)), ex);
       push(this.byPath, splitUrl(ex.request.url).path, ex);
     }
   }
@@ -132,6 +140,12 @@ export class Matcher {
     }));
     return { request: `${req.method} ${req.url}`, nearest };
   }
+}
+
+/** A recorded request as the matcher sees it (a token POST's form comes from its body). */
+function recordedView(ex: LoadedExchange): RequestView {
+  const b = ex.request.body;
+  return b.kind === 'inline' ? { ...ex.request, form: b.text } : ex.request;
 }
 
 function difference(req: RequestView, ex: LoadedExchange, path: string, query: string): string {

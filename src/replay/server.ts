@@ -12,6 +12,7 @@ import { answerProtocolErrors, HOP_BY_HOP, listen, rawHeaderList } from '../http
 import { Matcher, Miss, RequestView } from './match';
 import { errorBody } from '../registry/errors';
 import { routeOf, unknownCode } from '../registry/routes';
+import { freshTokenResponse } from '../registry/auth';
 
 export interface ReplayOptions {
   /** Fixture folders and files. */
@@ -52,10 +53,19 @@ export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
   const app = express();
   app.disable('x-powered-by');
   app.disable('etag');
-  app.use((req: Request, res: Response) => {
+  app.use(async (req: Request, res: Response) => {
     const started = process.hrtime.bigint();
     const view: RequestView = { method: req.method, url: req.originalUrl, headers: rawHeaderList(req.rawHeaders) };
-    req.resume(); // request bodies (pushes) are not compared yet; drain them
+    if (routeOf(req.path).kind === 'token' && req.method === 'POST') {
+      // The OAuth2 token POST carries its scope and service in the form body.
+      const form = await readSmallBody(req, 64 * 1024);
+      if (form === undefined) {
+        res.writeHead(413, { 'content-type': 'text/plain' });
+        res.end('token request body too large\n');
+        return;
+      }
+      view.form = form;
+    } else req.resume(); // other request bodies (pushes) are not compared yet; drain them
     const ex = matcher.match(view);
     const done = (status: number, bytes: number, note = ''): void => {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
@@ -104,7 +114,11 @@ function serveExchange(req: Request, res: Response, ex: LoadedExchange, done: (s
   const out = ex.response!;
   const origin = `http://${req.headers.host ?? '127.0.0.1'}`;
   const headers: HeaderList = [];
-  const body = out.body;
+  let body = out.body;
+  if (body.kind === 'inline' && out.status === 200 && routeOf(req.path).kind === 'token') {
+    const fresh = freshTokenResponse(body.text);
+    if (fresh) body = { kind: 'inline', text: fresh };
+  }
   for (const [n, v] of out.headers) {
     const lower = n.toLowerCase();
     if (HOP_BY_HOP.has(lower)) continue;
@@ -134,5 +148,25 @@ function serveExchange(req: Request, res: Response, ex: LoadedExchange, done: (s
     res.destroy();
   });
   stream.pipe(res);
-  res.once('close', () => done(out.status, res.writableFinished ? size : 0));
+  let logged = false;
+  const once = (bytes: number): void => {
+    if (!logged) done(out.status, bytes);
+    logged = true;
+  };
+  res.once('finish', () => once(size));
+  res.once('close', () => once(res.writableFinished ? size : 0));
+}
+
+/** Reads a request body of at most `limit` bytes; undefined when it is larger. */
+function readSmallBody(req: http.IncomingMessage, limit: number): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size <= limit) chunks.push(c);
+    });
+    req.on('end', () => resolve(size <= limit ? Buffer.concat(chunks).toString('utf8') : undefined));
+    req.on('error', () => resolve(undefined));
+  });
 }

@@ -5,6 +5,7 @@ import {
   checkDirImage,
   dockerManifestInspect,
   freePort,
+  isPortOpen,
   Harness,
   Image,
   pushImage,
@@ -39,6 +40,35 @@ function alive(pid: number): boolean {
   }
 }
 
+/** live child processes of this (jest) process, from /proc */
+function childrenOfThisProcess(): Array<{ pid: number; cmd: string }> {
+  const out: Array<{ pid: number; cmd: string }> = [];
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+      const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(ppid) === process.pid && state !== 'Z') out.push({ pid: Number(d), cmd: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')) });
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return out;
+}
+
+function post(url: string, form: Record<string, string>): Promise<{ status: number; body: Buffer }> {
+  const data = new URLSearchParams(form).toString();
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: 'POST', agent: false, headers: { 'Content-Type': 'application/x-www-form-urlencoded' } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+    });
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
 function get(url: string, headers: http.OutgoingHttpHeaders = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
   return new Promise((resolve, reject) => {
     const req = http.get(url, { headers, agent: false }, (res) => {
@@ -61,6 +91,7 @@ describe('harness building blocks', () => {
     seenPids.push(child.pid ?? -1);
     await waitForPort(port, 10_000, () => h.procs.exitError('listener'));
     expect(h.procs.isRunning('listener')).toBe(true);
+    expect(childrenOfThisProcess().map((c) => c.pid)).toContain(child.pid);
     await h.procs.stop('listener');
     expect(alive(child.pid ?? -1)).toBe(false);
     expect(h.procs.logs('listener')).toContain(`listening ${port}`);
@@ -183,6 +214,26 @@ describe.each(MODES)('%s registry', (mode) => {
       const wrong = await get(`${ts.realm}?service=registry.docker.io`, { Authorization: `Basic ${Buffer.from('alice:nope').toString('base64')}` });
       expect(wrong.status).toBe(401);
       expect(JSON.parse(wrong.body.toString())).toEqual({ details: 'incorrect username or password' });
+      // POST grant_type=password (containerd) and grant_type=refresh_token (docker after login)
+      const service = 'registry.docker.io';
+      const pw = await post(ts.realm, { grant_type: 'password', username: 'bob', password: 'bobpw', service, scope: 'repository:test/img:pull,push', client_id: 'containerd-client' });
+      expect(pw.status).toBe(200);
+      const pwBody = JSON.parse(pw.body.toString()) as { access_token: string; refresh_token?: string };
+      expect(ts.decode(pwBody.access_token)?.access).toEqual([{ type: 'repository', name: 'test/img', actions: ['pull'] }]);
+      const rt = await post(ts.realm, { grant_type: 'refresh_token', refresh_token: offBody.refresh_token ?? '', service, scope: 'repository:test/img:pull', client_id: 'docker' });
+      expect(rt.status).toBe(200);
+      expect(ts.decode((JSON.parse(rt.body.toString()) as { access_token: string }).access_token)?.sub).toBe('alice');
+      expect((await post(ts.realm, { grant_type: 'password', username: 'bob', password: 'x', service })).status).toBe(401);
+      expect((await post(ts.realm, { grant_type: 'refresh_token', refresh_token: 'nope', service })).status).toBe(401);
+      // the registry accepts the token server's tokens
+      const reg401 = await get(`${reg.url}/v2/test/img/manifests/v1`, { Accept: 'application/vnd.oci.image.manifest.v1+json' });
+      expect(reg401.status).toBe(401);
+      const reg200 = await get(`${reg.url}/v2/test/img/manifests/v1`, {
+        Accept: 'application/vnd.oci.image.manifest.v1+json',
+        Authorization: `Bearer ${pwBody.access_token}`,
+      });
+      expect(reg200.status).toBe(200);
+      expect(reg200.body.equals(img.manifestBytes)).toBe(true);
     });
   }
 
@@ -240,7 +291,10 @@ describe('cleanup', () => {
     await h.cleanup();
     for (const pid of seenPids) expect(alive(pid)).toBe(false);
     for (const d of seenDirs) expect(fs.existsSync(d)).toBe(false);
-    for (const p of ports) await expect(waitForPort(p, 100)).rejects.toThrow();
+    for (const p of ports) expect(await isPortOpen(p)).toBe(false);
     expect(h.tmp.list()).toEqual([]);
+    // no child process of this test process is left (registries, watchdogs, skopeo, docker)
+    const children = childrenOfThisProcess();
+    expect(children).toEqual([]);
   });
 });

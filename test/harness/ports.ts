@@ -34,6 +34,11 @@ function tryConnect(port: number, host: string): Promise<boolean> {
   });
 }
 
+/** One connection attempt: does 127.0.0.1:port accept connections right now? */
+export function isPortOpen(port: number): Promise<boolean> {
+  return tryConnect(port, '127.0.0.1');
+}
+
 /**
  * Resolve once 127.0.0.1:port accepts a TCP connection; reject after timeoutMs.
  * `abort` (optional) is polled too: if it returns an Error, waiting stops with that error

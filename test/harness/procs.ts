@@ -1,5 +1,6 @@
 import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { commandLine } from './run';
 import { defaultTempDirs, TempDirs } from './tmp';
@@ -24,8 +25,13 @@ interface Entry {
 const TAIL_LINES = 200;
 const STOP_GRACE_MS = 5000;
 
-// Every child started by any Procs that is still running. If the test process exits without
-// stopping them (a crash, a forgotten stop), they get SIGKILL here so nothing is left behind.
+// Safety nets for children that outlive their test (a crashed or killed test process, a forgotten stop):
+// 1. process 'exit' hook: SIGKILL every child still running. Best effort only: inside jest the test's
+//    `process` is a sandbox copy whose 'exit' listeners do not fire.
+// 2. a watchdog per Procs: a tiny `sh` that holds a pipe from us and a list of our live PIDs. When the
+//    pipe closes because this process died, it sends TERM (then KILL 2 s later) to the PIDs still listed,
+//    and removes the directories given to watchDir() (a registry's state dir, say).
+//    It exits by itself once stopAll() has stopped everything (we close the pipe with an empty list).
 const live = new Set<ChildProcess>();
 process.once('exit', () => {
   for (const c of live) {
@@ -36,6 +42,74 @@ process.once('exit', () => {
     }
   }
 });
+
+const WATCHDOG_SH = `
+trap '' INT HUP
+set -f
+pids=' '
+dirs=''
+while IFS= read -r line; do
+  case $line in
+    +*) pids="$pids\${line#+} " ;;
+    -*) n=' '; for p in $pids; do [ "$p" = "\${line#-}" ] || n="$n$p "; done; pids=$n ;;
+    =*) dirs="$dirs\${line#=}
+" ;;
+  esac
+done
+[ -z "\${pids# }" ] && exit 0
+for p in $pids; do kill -TERM "$p" 2>/dev/null; done
+sleep 2
+for p in $pids; do kill -KILL "$p" 2>/dev/null; done
+IFS='
+'
+for d in $dirs; do rm -rf -- "$d"; done
+exit 0
+`;
+
+class Watchdog {
+  private child: ChildProcess | undefined;
+  private exited: Promise<void> | undefined;
+  private readonly pids = new Set<number>();
+  private readonly dirs = new Set<string>();
+
+  addDir(dir: string): void {
+    this.dirs.add(dir);
+    if (this.child && running(this.child)) this.child.stdin?.write(`=${dir}\n`);
+  }
+
+  add(pid: number): void {
+    if (!this.child || !running(this.child)) {
+      const c = spawn('sh', ['-c', WATCHDOG_SH, 'regtape-watchdog'], { stdio: ['pipe', 'ignore', 'ignore'] });
+      c.on('error', () => undefined);
+      c.stdin?.on('error', () => undefined);
+      this.exited = new Promise((resolve) => c.once('exit', () => resolve()));
+      c.unref();
+      (c.stdin as unknown as { unref?: () => void } | null)?.unref?.(); // a pipe socket: don't keep the event loop alive
+      this.child = c;
+      for (const p of this.pids) c.stdin?.write(`+${p}\n`);
+      for (const d of this.dirs) c.stdin?.write(`=${d}\n`);
+    }
+    this.pids.add(pid);
+    this.child.stdin?.write(`+${pid}\n`);
+  }
+
+  remove(pid: number): void {
+    if (!this.pids.delete(pid)) return;
+    if (this.child && running(this.child)) this.child.stdin?.write(`-${pid}\n`);
+  }
+
+  /** if nothing is watched any more, let the watchdog exit and wait for it */
+  async release(): Promise<void> {
+    if (this.pids.size > 0 || !this.child) return;
+    const c = this.child;
+    const exited = this.exited;
+    this.child = undefined;
+    this.exited = undefined;
+    c.ref(); // keep the event loop alive until it has exited
+    c.stdin?.end();
+    if (running(c)) await exited;
+  }
+}
 
 function running(c: ChildProcess): boolean {
   return c.exitCode === null && c.signalCode === null;
@@ -48,6 +122,7 @@ function running(c: ChildProcess): boolean {
  */
 export class Procs {
   private readonly entries = new Map<string, Entry>();
+  private readonly watchdog = new Watchdog();
   private dir: string | undefined;
 
   /** logDir: where the `<name>.log` files go (default: a fresh temp dir from `tmp`). */
@@ -95,10 +170,14 @@ export class Procs {
     });
     child.once('exit', (code, signal) => {
       live.delete(child);
+      if (child.pid !== undefined) this.watchdog.remove(child.pid);
       log.write(`# exited code=${code} signal=${signal}\n`);
     });
     child.once('close', () => log.end());
-    if (child.pid !== undefined) live.add(child);
+    if (child.pid !== undefined) {
+      live.add(child);
+      this.watchdog.add(child.pid);
+    }
     this.entries.set(name, e);
     return child;
   }
@@ -107,6 +186,18 @@ export class Procs {
     const e = this.entries.get(name);
     if (!e) throw new Error(`Procs: no process named "${name}"`);
     return e;
+  }
+
+  /**
+   * Also remove `dir` (which must be under os.tmpdir()) if this process dies while children
+   * started here are still running. Normal cleanup of the dir stays the caller's job.
+   */
+  watchDir(dir: string): void {
+    const abs = path.resolve(dir);
+    if (!abs.startsWith(path.resolve(os.tmpdir()) + path.sep) || abs.includes('\n')) {
+      throw new Error(`Procs.watchDir: ${dir} is not a directory under ${os.tmpdir()}`);
+    }
+    this.watchdog.addDir(abs);
   }
 
   names(): string[] {
@@ -159,6 +250,8 @@ export class Procs {
     // let the stdio pipes drain into the log file (bounded: a grandchild could hold them open)
     if (c.pid !== undefined) await Promise.race([e.closed, new Promise((r) => setTimeout(r, 1000).unref())]);
     live.delete(c);
+    if (c.pid !== undefined) this.watchdog.remove(c.pid);
+    await this.watchdog.release();
   }
 
   /** Stop every process started here (in parallel). */

@@ -129,6 +129,7 @@ export async function startRegistry(opts: RegistryOptions): Promise<Registry> {
   fs.mkdirSync(dataDir);
   const configPath = path.join(stateDir, 'config.yml');
   const procs = new Procs({ logDir: stateDir });
+  procs.watchDir(stateDir); // removed by the watchdog if this process dies with the registry still running
   const useToken = mode === 'token' || mode === 'hub';
   const useCdn = mode === 'redirect' || mode === 'hub';
   let tokenServer: TokenServer | undefined;

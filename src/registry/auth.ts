@@ -1,0 +1,110 @@
+/**
+ * Registry auth (distribution "Token Authentication Specification" and its OAuth2 form):
+ * Bearer challenges, the token endpoint behind the challenge's realm, and token responses.
+ *
+ * A realm is another host (auth.docker.io) or the registry itself (ghcr, quay). regtape rewrites
+ * the realm to its own origin so that token requests pass through it while recording and are
+ * answered from fixtures while replaying:
+ *   realm="https://auth.docker.io/token"  ->  realm="http://127.0.0.1:8000/__regtape/token/https/auth.docker.io/token"
+ */
+
+export const TOKEN_PREFIX = '/__regtape/token/';
+
+export interface ChallengeParam {
+  key: string;
+  value: string;
+}
+
+/** Parses `Bearer realm="...",service="...",scope="..."` (values quoted or bare, RFC 7235). */
+export function parseChallenge(header: string): { scheme: string; params: ChallengeParam[] } | undefined {
+  const m = /^\s*([A-Za-z][A-Za-z0-9._~+/-]*)\s*(.*)$/.exec(header);
+  if (!m) return undefined;
+  const params: ChallengeParam[] = [];
+  const re = /\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*,?/gy;
+  let rest = m[2];
+  let p: RegExpExecArray | null;
+  re.lastIndex = 0;
+  while (re.lastIndex < rest.length && (p = re.exec(rest))) {
+    params.push({ key: p[1], value: p[2] !== undefined ? p[2].replace(/\\(.)/g, '$1') : p[3] });
+  }
+  if (re.lastIndex < rest.length && params.length === 0) rest = '';
+  return { scheme: m[1], params };
+}
+
+/** The proxy path that stands for a realm URL. */
+export function realmToPath(realm: string): string | undefined {
+  let u: URL;
+  try {
+    u = new URL(realm);
+  } catch {
+    return undefined;
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') return undefined;
+  return `${TOKEN_PREFIX}${u.protocol.slice(0, -1)}/${u.host}${u.pathname}${u.search}`;
+}
+
+/** The realm URL (without the client's query) that a proxy token path stands for. */
+export function pathToRealm(urlPath: string): URL | undefined {
+  if (!urlPath.startsWith(TOKEN_PREFIX)) return undefined;
+  const m = /^(https?)\/([^/?]+)(\/[^?]*)?(\?.*)?$/.exec(urlPath.slice(TOKEN_PREFIX.length));
+  if (!m) return undefined;
+  try {
+    return new URL(`${m[1]}://${m[2]}${m[3] ?? '/'}${m[4] ?? ''}`);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Rewrites only the realm of every Bearer challenge in a WWW-Authenticate value; service, scope and
+ * error stay byte for byte. Other schemes (Basic) pass unchanged.
+ */
+export function rewriteChallengeRealm(header: string, origin: string): string {
+  if (!/^\s*bearer\b/i.test(header)) return header;
+  return header.replace(/(\brealm\s*=\s*)(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))/i, (all, prefix: string, quoted?: string, bare?: string) => {
+    const realm = quoted ?? bare ?? '';
+    const p = realmToPath(realm);
+    return p ? `${prefix}"${origin}${p}"` : all;
+  });
+}
+
+/**
+ * What identifies a token request: the realm, the service and the set of scopes. Never the
+ * credentials, `account`, `client_id`, `grant_type` or `offline_token`: they change per user and client.
+ * GET carries the parameters in the query; the OAuth2 POST form in the body (scope space-separated).
+ */
+export function tokenRequestKey(urlPath: string, query: string, form: string | undefined): string {
+  const params = new URLSearchParams(query);
+  const formParams = form ? new URLSearchParams(form) : undefined;
+  const service = params.get('service') ?? formParams?.get('service') ?? '';
+  const scopes = new Set<string>();
+  for (const s of params.getAll('scope')) for (const x of s.split(' ')) if (x) scopes.add(x);
+  for (const s of formParams?.getAll('scope') ?? []) for (const x of s.split(' ')) if (x) scopes.add(x);
+  return `TOKEN ${urlPath} service=${service} scope=${[...scopes].sort().join(' ')}`;
+}
+
+export const TOKEN_FIELDS = ['token', 'access_token', 'refresh_token', 'id_token'];
+
+/** What a replayed token response says: placeholders, issued now, valid for a day. */
+export const REPLAY_TOKEN = 'regtape-replay-token';
+export const REPLAY_EXPIRES_IN = 86400;
+
+/**
+ * A recorded token response made fresh: clients compute expiry as issued_at + expires_in, so a
+ * recorded past time would make them fetch a new token before every request.
+ */
+export function freshTokenResponse(recorded: string, now: Date = new Date()): string | undefined {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(recorded);
+  } catch {
+    return undefined;
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return undefined;
+  const obj = parsed as Record<string, unknown>;
+  if (!('token' in obj) && !('access_token' in obj)) return undefined;
+  for (const f of TOKEN_FIELDS) if (f in obj) obj[f] = REPLAY_TOKEN;
+  obj.issued_at = now.toISOString();
+  obj.expires_in = REPLAY_EXPIRES_IN;
+  return JSON.stringify(obj);
+}
