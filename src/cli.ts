@@ -57,6 +57,8 @@ export function program(): Command {
     .option('--out <dir>', 'folder to write fixtures into', 'fixtures')
     .option('--format <md|yaml>', 'fixture format', format, 'md')
     .option('--redact-header <name...>', 'also redact these headers (Authorization, Cookie, Set-Cookie are always redacted)')
+    .option('--redact-query <name...>', 'also redact these query parameters in recorded URLs (account and URL signatures always are)')
+    .option('--redact-field <name...>', 'also redact these JSON fields in token responses and form fields in token requests')
     .addHelpText(
       'after',
       `
@@ -65,14 +67,14 @@ Example:
   $ skopeo copy --src-tls-verify=false docker://127.0.0.1:8000/demo/hello:v1 dir:/tmp/hello
   (Ctrl-C stops after the in-flight exchanges are written)`,
     )
-    .action(async (o: { upstream: string; port: number; host: string; out: string; format: 'md' | 'yaml'; redactHeader?: string[] }) => {
+    .action(async (o: { upstream: string; port: number; host: string; out: string; format: 'md' | 'yaml'; redactHeader?: string[]; redactQuery?: string[]; redactField?: string[] }) => {
       const server = await record({
         upstream: o.upstream,
         port: o.port,
         host: o.host,
         out: o.out,
         format: o.format,
-        redact: { headers: o.redactHeader },
+        redact: { headers: o.redactHeader, query: o.redactQuery, fields: o.redactField },
         log: err,
       });
       out(`regtape recording on ${server.url} -> ${server.upstream}, fixtures in ${server.out}`);

@@ -151,6 +151,7 @@ export async function record(opts: RecordOptions): Promise<RecordServer> {
     }
     const secret = target.kind === 'token';
     const reqSink = store.sink({ inlineText: secret || isTextContentType(headerValue(reqHeaders, 'content-type')), memoryOnly: secret });
+    reqSink.on('error', (e) => log(`regtape: cannot keep the request body of ${method} ${url}: ${e.message}`));
     req.on('data', (chunk: Buffer) => reqSink.write(chunk));
     req.on('end', () => reqSink.end());
 

@@ -43,6 +43,8 @@ export function tee(source: Readable, client: Writable, sink: Writable): Promise
       sink.end(one);
     });
     source.on('aborted', () => finish(false));
+    // The body could not be kept (disk full, folder gone): the exchange cannot be recorded; cut it.
+    sink.on('error', () => finish(false));
     source.on('error', () => finish(false));
     client.on('close', () => {
       if (!(client as Writable & { writableFinished: boolean }).writableFinished) finish(false);

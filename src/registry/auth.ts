@@ -10,27 +10,6 @@
 
 export const TOKEN_PREFIX = '/__regtape/token/';
 
-export interface ChallengeParam {
-  key: string;
-  value: string;
-}
-
-/** Parses `Bearer realm="...",service="...",scope="..."` (values quoted or bare, RFC 7235). */
-export function parseChallenge(header: string): { scheme: string; params: ChallengeParam[] } | undefined {
-  const m = /^\s*([A-Za-z][A-Za-z0-9._~+/-]*)\s*(.*)$/.exec(header);
-  if (!m) return undefined;
-  const params: ChallengeParam[] = [];
-  const re = /\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*,?/gy;
-  let rest = m[2];
-  let p: RegExpExecArray | null;
-  re.lastIndex = 0;
-  while (re.lastIndex < rest.length && (p = re.exec(rest))) {
-    params.push({ key: p[1], value: p[2] !== undefined ? p[2].replace(/\\(.)/g, '$1') : p[3] });
-  }
-  if (re.lastIndex < rest.length && params.length === 0) rest = '';
-  return { scheme: m[1], params };
-}
-
 /** The proxy path that stands for a realm URL. */
 export function realmToPath(realm: string): string | undefined {
   let u: URL;

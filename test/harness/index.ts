@@ -66,3 +66,4 @@ export class Harness {
     if (errors.length) throw errors[0];
   }
 }
+export * from './dockerd';
