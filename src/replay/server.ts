@@ -148,13 +148,10 @@ function serveExchange(req: Request, res: Response, ex: LoadedExchange, done: (s
     res.destroy();
   });
   stream.pipe(res);
-  let logged = false;
-  const once = (bytes: number): void => {
-    if (!logged) done(out.status, bytes);
-    logged = true;
-  };
-  res.once('finish', () => once(size));
-  res.once('close', () => once(res.writableFinished ? size : 0));
+  // Go clients close as soon as they have Content-Length bytes, sometimes before 'finish': count what was read.
+  let read = 0;
+  stream.on('data', (c) => (read += c.length));
+  res.once('close', () => done(out.status, read));
 }
 
 /** Reads a request body of at most `limit` bytes; undefined when it is larger. */

@@ -96,6 +96,9 @@ afterAll(async () => {
   const left = await processesMentioning(needles);
   const alive = pids.filter((p) => fs.existsSync(`/proc/${p}`) && !/\) Z /.test(fs.readFileSync(`/proc/${p}/stat`, 'utf8')));
   for (const d of dockerds) if (fs.existsSync(d.stateDir)) errors.push(new Error(`dockerd state dir ${d.stateDir} was not removed`));
+  // dockerd bind-mounts its data-root onto itself; stop() must not leave that mount behind
+  const mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => dockerds.some((d) => l.includes(d.stateDir)));
+  if (mounts.length) errors.push(new Error(`mounts left behind:\n${mounts.join('\n')}`));
   if (left.length || alive.length) errors.push(new Error(`processes left behind:\n${left.join('\n')}\npids alive: ${alive.join(' ')}`));
   if (errors.length) throw errors[0];
 });
@@ -111,6 +114,7 @@ test('2. dockerd pulls through regtape record (anonymous token, blobs via the CD
   rec = await record({ upstream: reg.url, out: fixtures, port: 0, log: (l) => recLog.push(l) });
   recPort = rec.port;
   const d = await newDockerd();
+  expect(d.containerdPid()).toBeDefined(); // the containerd it launched, to check it is gone at the end
   const ref = `127.0.0.1:${rec.port}/${REPO}:${TAG}`;
   must(d, await d.docker(['pull', ref]), `docker pull ${ref} (through the recorder)`);
   const info = await inspect(d, ref);
@@ -159,6 +163,7 @@ test('4. the replayer as registry-mirrors: `docker pull alpine:TAG` works offlin
   expect(info.RepoDigests).toEqual([`alpine@${img.manifestDigest}`]);
   expect(rp.served()).toBeGreaterThan(servedBefore);
   expect(rp.unmatched()).toEqual([]);
+  if (process.env.REGTAPE_SHOW_LOGS === '1') process.stderr.write(`replay log:\n${replayLog.join('\n')}\n`);
 });
 
 test('5. no password, Basic credential or JWT in any fixture file', () => {

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the real registry software and clients the test suite runs (Debian packages), if missing.
+set -euo pipefail
+need=()
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v skopeo >/dev/null || need+=(skopeo)
+command -v htpasswd >/dev/null || need+=(apache2-utils)
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v docker >/dev/null || need+=(docker.io)
+command -v tar >/dev/null || need+=(tar)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+  echo "installing: ${need[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
