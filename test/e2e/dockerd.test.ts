@@ -163,6 +163,8 @@ test('4. the replayer as registry-mirrors: `docker pull alpine:TAG` works offlin
   expect(info.RepoDigests).toEqual([`alpine@${img.manifestDigest}`]);
   expect(rp.served()).toBeGreaterThan(servedBefore);
   expect(rp.unmatched()).toEqual([]);
+  // the two pulls used every recorded exchange (/v2/, token, HEAD+GET manifest, 3 blob redirects, 3 CDN GETs)
+  expect(rp.unused().map((ex) => `${ex.request.method} ${ex.request.url}`)).toEqual([]);
   if (process.env.REGTAPE_SHOW_LOGS === '1') process.stderr.write(`replay log:\n${replayLog.join('\n')}\n`);
 });
 

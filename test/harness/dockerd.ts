@@ -26,7 +26,10 @@ export interface DockerdOptions {
   insecureRegistries?: string[];
   /** daemon debug log (each registry request the daemon makes); default false */
   debug?: boolean;
-  /** tracker for the log dir (kept until cleanup, or with REGTAPE_KEEP=1); the state dir is removed by stop() */
+  /**
+   * tracker for the log dir, which then outlives stop() until the tracker's removeAll() (kept with REGTAPE_KEEP=1).
+   * Without it, stop() removes the log dir too (unless REGTAPE_KEEP=1). The state dir is always removed by stop().
+   */
   tmp?: TempDirs;
   /** dockerd binary (default $REGTAPE_DOCKERD or 'dockerd') */
   binary?: string;
@@ -52,7 +55,7 @@ export interface Dockerd {
   docker(args: string[], opts?: RunOptions): Promise<RunResult>;
   /** dockerd's stdout+stderr, last 200 lines */
   logs(): string;
-  /** full log file (in a log dir that outlives stop(); removed by the TempDirs' removeAll()) */
+  /** full log file (see DockerdOptions.tmp for how long it stays) */
   logFile: string;
   /** stops dockerd (TERM, KILL after 5 s) and the containerd it launched, removes stateDir; idempotent */
   stop(): Promise<void>;
@@ -136,6 +139,7 @@ export async function startDockerd(opts: DockerdOptions = {}): Promise<Dockerd> 
   const insecure = opts.insecureRegistries ?? [];
   for (const r of insecure) if (!isLoopbackHost(r)) throw new Error(`startDockerd: insecure registry ${r} is not a loopback address`);
   const tmp = opts.tmp ?? defaultTempDirs;
+  const ownLogDir = opts.tmp === undefined && process.env.REGTAPE_KEEP !== '1';
   const bin = opts.binary ?? DOCKERD();
   const cli = opts.cli ?? DOCKER();
 
@@ -207,6 +211,7 @@ export async function startDockerd(opts: DockerdOptions = {}): Promise<Dockerd> 
       }
       for (const m of mountsUnder(stateDir)) await run('umount', ['-l', m], { timeoutMs: 10_000 });
       tmp.remove(stateDir);
+      if (ownLogDir) tmp.remove(logDir);
       if (createdRunDocker) {
         for (const d of [RUN_DOCKER_PLUGINS, path.dirname(RUN_DOCKER_PLUGINS)]) {
           try {
