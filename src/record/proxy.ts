@@ -22,6 +22,7 @@ import { errorBody } from '../registry/errors';
 import { pathToRealm, rewriteChallengeRealm } from '../registry/auth';
 import { isRedirect, redirectPath, redirectTarget } from '../registry/redirect';
 import { routeOf } from '../registry/routes';
+import { placeholderUploads, UPLOAD_ID } from '../registry/uploads';
 import { requestIdentity } from '../replay/match';
 import { credentialsIn, Redactor, RedactOptions } from './redact';
 import { rewriteLocationHeaders, toPlaceholder } from './rewrite';
@@ -206,12 +207,12 @@ export async function record(opts: RecordOptions): Promise<RecordServer> {
             await finished(reqSink);
             const reqBody = redactBody(await reqSink.commit(), (t) => redactor.redactForm(t));
             const resBody = redactBody(await sink.commit(), (t) => (secret || looksLikeTokenResponse(url) ? redactor.redactJson(t) : t));
-            const recordedUrl = redactor.redactUrl(url);
+            const recordedUrl = placeholderUploads(redactor.redactUrl(url));
             const request = { method, url: recordedUrl, headers: redactor.redactHeaders(reqHeaders), body: reqBody };
             const ex: Exchange = {
               comments: [`${method} ${recordedUrl} -> ${status}`, `recorded by regtape from ${target.kind === 'upstream' ? upstream.origin : target.origin}`],
               request,
-              response: { status, headers: redactor.redactHeaders(toPlaceholder(headers, liveOrigin)), body: resBody },
+              response: { status, headers: uploadPlaceholders(redactor.redactHeaders(toPlaceholder(headers, liveOrigin))), body: resBody },
             };
             const identity = requestIdentity({ ...request, form: reqBody.kind === 'inline' ? reqBody.text : undefined });
             const base = fixtureFileName(method, recordedUrl, identity, 1, format);
@@ -260,6 +261,16 @@ export async function record(opts: RecordOptions): Promise<RecordServer> {
       await fsp.rmdir(store.tmpDir).catch(() => undefined);
     },
   };
+}
+
+/** Upload session ids and `_state` differ on every run: stored as placeholders (registry/uploads.ts). */
+function uploadPlaceholders(headers: HeaderList): HeaderList {
+  return headers.map(([n, v]) => {
+    const lower = n.toLowerCase();
+    if (lower === 'docker-upload-uuid') return [n, UPLOAD_ID];
+    if (lower === 'location') return [n, placeholderUploads(v)];
+    return [n, v];
+  });
 }
 
 function redactBody(body: Body, f: (text: string) => string): Body {

@@ -10,6 +10,7 @@ import { HeaderList, headerValue, headerValues } from '../fixture/model';
 import { LoadedExchange } from '../fixture/files';
 import { acceptSet, accepts, routeOf } from '../registry/routes';
 import { tokenRequestKey } from '../registry/auth';
+import { placeholderUploads } from '../registry/uploads';
 
 /** What the matcher needs to know of a request. */
 export interface RequestView {
@@ -45,6 +46,11 @@ export function bucketKey(r: RequestView): string {
   if (route.kind === 'token') return tokenRequestKey(path, query, r.form);
   // The follow-up of a redirect: clients differ in whether they resend credentials to it.
   if (route.kind === 'redirect') return `${r.method.toUpperCase()} ${path}`;
+  // Upload sessions: fresh ids and `_state` on every run.
+  if (route.kind === 'upload') {
+    const u = splitUrl(placeholderUploads(r.url));
+    return `${r.method.toUpperCase()} ${u.path}?${normalizeQuery(u.query)} auth=${hasCredentials(r.headers) ? 1 : 0}`;
+  }
   return `${r.method.toUpperCase()} ${path}?${normalizeQuery(query)} auth=${hasCredentials(r.headers) ? 1 : 0}`;
 }
 

@@ -4,6 +4,8 @@
  */
 import express, { Request, Response } from 'express';
 import { createReadStream } from 'node:fs';
+import { once } from 'node:events';
+import { Readable } from 'node:stream';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { HeaderList, ORIGIN_PLACEHOLDER } from '../fixture/model';
@@ -13,6 +15,11 @@ import { Matcher, Miss, RequestView } from './match';
 import { errorBody } from '../registry/errors';
 import { routeOf, unknownCode } from '../registry/routes';
 import { freshTokenResponse } from '../registry/auth';
+import { UPLOAD_ID, UPLOAD_STATE } from '../registry/uploads';
+import { PushState, Refusal } from './push';
+import { RegistryView } from './derive';
+import { ByteRange, etagMatches, parseRange } from '../http/range';
+import { randomUUID } from 'node:crypto';
 
 export interface ReplayOptions {
   /** Fixture folders and files. */
@@ -41,11 +48,15 @@ export interface ReplayServer {
 
 /** Reads stored bodies in 1 MiB pieces: with the 64 KiB default a blob streams at half the speed. */
 const READ_CHUNK = 1024 * 1024;
+/** Registries cap manifests at 4 MiB (distribution's default). */
+const MAX_MANIFEST = 4 * 1024 * 1024;
 
 export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
   const paths = Array.isArray(opts.fixtures) ? opts.fixtures : [opts.fixtures];
   const loaded = await loadFixtures(paths);
   const matcher = new Matcher(loaded.exchanges);
+  const pushes = new PushState(loaded.exchanges);
+  const derived = new RegistryView(loaded.exchanges);
   const misses: Miss[] = [];
   let served = 0;
   const log = opts.log ?? ((): void => undefined);
@@ -56,34 +67,67 @@ export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
   app.use(async (req: Request, res: Response) => {
     const started = process.hrtime.bigint();
     const view: RequestView = { method: req.method, url: req.originalUrl, headers: rawHeaderList(req.rawHeaders) };
-    if (routeOf(req.path).kind === 'token' && req.method === 'POST') {
-      // The OAuth2 token POST carries its scope and service in the form body.
-      const form = await readSmallBody(req, 64 * 1024);
-      if (form === undefined) {
-        res.writeHead(413, { 'content-type': 'text/plain' });
-        res.end('token request body too large\n');
-        return;
-      }
-      view.form = form;
-    } else req.resume(); // other request bodies (pushes) are not compared yet; drain them
-    const ex = matcher.match(view);
     const done = (status: number, bytes: number, note = ''): void => {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       log(`${req.method} ${req.originalUrl} ${status} ${bytes}B ${ms.toFixed(1)}ms${note}`);
     };
+    const refuse = (r: Refusal): void => {
+      res.writeHead(r.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(r.body), 'docker-distribution-api-version': 'registry/2.0', 'x-regtape': 'refused' });
+      res.end(r.body);
+      process.stderr.write(`regtape: refused ${req.method} ${req.originalUrl}: ${JSON.parse(r.body).errors[0].message}\n`);
+      done(r.status, 0, ' REFUSED');
+    };
+    const route = routeOf(req.path);
+    let session: string | undefined;
+    let manifestBytes: Buffer | undefined;
+    if (route.kind === 'token' && req.method === 'POST') {
+      // The OAuth2 token POST carries its scope and service in the form body.
+      const form = await readSmallBody(req, 64 * 1024);
+      if (form === undefined) return refuse({ status: 413, body: errorBody('SIZE_INVALID', 'regtape: token request body too large') });
+      view.form = form.toString('utf8');
+    } else if (route.kind === 'upload' && req.method !== 'DELETE') {
+      // A POST starts a session: its id goes into the Location handed out (registry/uploads.ts).
+      session = req.method === 'POST' && !route.session ? randomUUID() : route.session ?? randomUUID();
+      await pushes.receive(req, session);
+      const digest = new URL(req.originalUrl, 'http://x').searchParams.get('digest');
+      if (digest && (req.method === 'PUT' || req.method === 'POST')) {
+        const refusal = pushes.finish(session, route, digest);
+        if (refusal) return refuse(refusal);
+      }
+    } else if (route.kind === 'manifest' && req.method === 'PUT') {
+      manifestBytes = await readSmallBody(req, MAX_MANIFEST);
+      if (!manifestBytes) return refuse({ status: 413, body: errorBody('SIZE_INVALID', `regtape: manifest larger than ${MAX_MANIFEST} bytes`) });
+    } else req.resume();
+
+    if (route.kind === 'blob' && req.method === 'HEAD') {
+      // After this run uploaded the blob, it exists, whatever the recording said before the push.
+      const size = pushes.uploadedSize(route.name, route.digest);
+      if (size !== undefined) {
+        res.writeHead(200, { 'content-length': size, 'content-type': 'application/octet-stream', 'docker-content-digest': route.digest, 'docker-distribution-api-version': 'registry/2.0' });
+        res.end();
+        served++;
+        return done(200, 0);
+      }
+    }
+    const ex = matcher.match(view) ?? derived.answer(view, route);
     if (!ex) {
       const miss = matcher.explain(view);
       misses.push(miss);
       const hint = miss.nearest.length ? miss.nearest.map((n) => `${n.request} (${n.source}: ${n.why})`).join('; ') : 'no fixtures at all';
       const message = `regtape: no fixture for ${miss.request}; nearest recorded: ${hint}`;
-      const body = errorBody(unknownCode(routeOf(req.path)), message, { regtape: 'unmatched', nearest: miss.nearest });
+      const body = errorBody(unknownCode(route), message, { regtape: 'unmatched', nearest: miss.nearest });
       res.writeHead(404, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'docker-distribution-api-version': 'registry/2.0', 'x-regtape': 'unmatched' });
       res.end(req.method === 'HEAD' ? undefined : body);
+      process.stderr.write(`${message}\n`);
       done(404, 0, ' UNMATCHED');
       return;
     }
+    if (manifestBytes && route.kind === 'manifest') {
+      const refusal = pushes.checkManifest(manifestBytes, ex.request.body, route.name, route.reference);
+      if (refusal) return refuse(refusal);
+    }
     served++;
-    serveExchange(req, res, ex, done);
+    serveExchange(req, res, ex, done, (v) => pushes.fill(v, session));
   });
 
   const server = http.createServer(app);
@@ -110,7 +154,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
   };
 }
 
-function serveExchange(req: Request, res: Response, ex: LoadedExchange, done: (s: number, b: number) => void): void {
+function serveExchange(req: Request, res: Response, ex: LoadedExchange, done: (s: number, b: number) => void, fillUploads: (v: string) => string): void {
   const out = ex.response!;
   const origin = `http://${req.headers.host ?? '127.0.0.1'}`;
   const headers: HeaderList = [];
@@ -124,38 +168,90 @@ function serveExchange(req: Request, res: Response, ex: LoadedExchange, done: (s
     if (HOP_BY_HOP.has(lower)) continue;
     // Content-Length follows the body we serve; a recorded HEAD (no body) keeps its recorded length.
     if (lower === 'content-length' && body.kind !== 'none') continue;
-    headers.push([n, v.includes(ORIGIN_PLACEHOLDER) ? v.split(ORIGIN_PLACEHOLDER).join(origin) : v]);
+    let value = v.includes(ORIGIN_PLACEHOLDER) ? v.split(ORIGIN_PLACEHOLDER).join(origin) : v;
+    if (value.includes(UPLOAD_ID) || value.includes(UPLOAD_STATE)) value = fillUploads(value);
+    headers.push([n, value]);
   }
   const size = body.kind === 'inline' ? Buffer.byteLength(body.text) : body.kind === 'stored' ? body.size : 0;
-  if (body.kind !== 'none') headers.push(['Content-Length', String(size)]);
-  const flat: string[] = [];
-  for (const [n, v] of headers) flat.push(n, v);
-  res.writeHead(out.status, flat);
+  let status = out.status;
+  let ranges: ByteRange[] | 'unsatisfiable' | undefined;
+  if (status === 200 && (req.method === 'GET' || req.method === 'HEAD')) {
+    const etag = headers.find(([n]) => n.toLowerCase() === 'etag')?.[1];
+    if (etagMatches(req.headers['if-none-match'], etag)) {
+      res.writeHead(304, flatten(headers.filter(([n]) => !/^content-/i.test(n))));
+      res.end();
+      return done(304, 0);
+    }
+    if (body.kind !== 'none') ranges = parseRange(req.headers.range, size);
+  }
+  if (ranges === 'unsatisfiable') {
+    res.writeHead(416, flatten([...headers.filter(([n]) => !/^content-/i.test(n)), ['Content-Range', `bytes */${size}`], ['Content-Length', '0']]));
+    res.end();
+    return done(416, 0);
+  }
+  const open = (r?: ByteRange): NodeJS.ReadableStream =>
+    body.kind === 'inline'
+      ? Readable.from([r ? Buffer.from(body.text).subarray(r.start, r.end + 1) : Buffer.from(body.text)])
+      : createReadStream(ex.store.pathFor((body as { digest: string }).digest), { highWaterMark: READ_CHUNK, ...(r ? { start: r.start, end: r.end } : {}) });
+  let parts: Array<{ head?: Buffer; range?: ByteRange }> = [{}];
+  let tail: Buffer | undefined;
+  let length = size;
+  if (ranges && ranges.length === 1) {
+    status = 206;
+    const [r] = ranges;
+    headers.push(['Content-Range', `bytes ${r.start}-${r.end}/${size}`]);
+    parts = [{ range: r }];
+    length = r.end - r.start + 1;
+  } else if (ranges) {
+    status = 206;
+    const boundary = 'regtape-' + randomUUID();
+    const type = headers.find(([n]) => n.toLowerCase() === 'content-type')?.[1] ?? 'application/octet-stream';
+    const kept = headers.filter(([n]) => n.toLowerCase() !== 'content-type');
+    headers.length = 0;
+    headers.push(...kept, ['Content-Type', `multipart/byteranges; boundary=${boundary}`]);
+    parts = ranges.map((r, i) => ({
+      range: r,
+      head: Buffer.from(`${i ? '\r\n' : ''}--${boundary}\r\nContent-Type: ${type}\r\nContent-Range: bytes ${r.start}-${r.end}/${size}\r\n\r\n`),
+    }));
+    tail = Buffer.from(`\r\n--${boundary}--\r\n`);
+    length = parts.reduce((n, p) => n + p.head!.length + p.range!.end - p.range!.start + 1, 0) + tail.length;
+  }
+  if (body.kind !== 'none') headers.push(['Content-Length', String(length)]);
+  res.writeHead(status, flatten(headers));
   if (req.method === 'HEAD' || body.kind === 'none') {
     res.end();
-    done(out.status, 0);
+    done(status, 0);
     return;
   }
-  if (body.kind === 'inline') {
-    res.end(body.text);
-    done(out.status, size);
-    return;
-  }
-  const stream = createReadStream(ex.store.pathFor(body.digest), { highWaterMark: READ_CHUNK });
-  stream.on('error', (e) => {
-    // Headers are gone already: cut the connection so the client sees a short body, never a wrong one.
-    process.stderr.write(`regtape: cannot read body ${body.digest}: ${e.message}\n`);
-    res.destroy();
-  });
-  stream.pipe(res);
   // Go clients close as soon as they have Content-Length bytes, sometimes before 'finish': count what was read.
-  let read = 0;
-  stream.on('data', (c) => (read += c.length));
-  res.once('close', () => done(out.status, read));
+  let sent = 0;
+  res.once('close', () => done(status, sent));
+  void (async () => {
+    try {
+      for (const p of parts) {
+        if (p.head) res.write(p.head);
+        for await (const chunk of open(p.range)) {
+          sent += (chunk as Buffer).length;
+          if (!res.write(chunk)) await once(res, 'drain');
+        }
+      }
+      res.end(tail);
+    } catch (e) {
+      // Headers are gone already: cut the connection so the client sees a short body, never a wrong one.
+      if (body.kind === 'stored') process.stderr.write(`regtape: cannot read body ${body.digest}: ${(e as Error).message}\n`);
+      res.destroy();
+    }
+  })();
+}
+
+function flatten(headers: HeaderList): string[] {
+  const flat: string[] = [];
+  for (const [n, v] of headers) flat.push(n, v);
+  return flat;
 }
 
 /** Reads a request body of at most `limit` bytes; undefined when it is larger. */
-function readSmallBody(req: http.IncomingMessage, limit: number): Promise<string | undefined> {
+function readSmallBody(req: http.IncomingMessage, limit: number): Promise<Buffer | undefined> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -163,7 +259,7 @@ function readSmallBody(req: http.IncomingMessage, limit: number): Promise<string
       size += c.length;
       if (size <= limit) chunks.push(c);
     });
-    req.on('end', () => resolve(size <= limit ? Buffer.concat(chunks).toString('utf8') : undefined));
+    req.on('end', () => resolve(size <= limit ? Buffer.concat(chunks) : undefined));
     req.on('error', () => resolve(undefined));
   });
 }

@@ -1,0 +1,143 @@
+/**
+ * Answers derived from what was recorded, as a registry holding that content would give them:
+ * a manifest recorded by tag is also served by digest (and a tag resolved by a recorded HEAD is
+ * served from the manifest recorded by digest); any blob in the store is served by digest; tag lists
+ * and the catalog are paginated (`n`, `last`, `Link`) from the recorded lists.
+ */
+import { createHash } from 'node:crypto';
+import { LoadedExchange } from '../fixture/files';
+import { Body, Exchange, HeaderList, headerValue, headerValues } from '../fixture/model';
+import { BodyStore } from '../fixture/store';
+import { acceptSet, accepts, Route } from '../registry/routes';
+import { RequestView, splitUrl } from './match';
+import { routeOf } from '../registry/routes';
+
+const API_VERSION: [string, string] = ['Docker-Distribution-Api-Version', 'registry/2.0'];
+
+export class RegistryView {
+  /** `repo@digest` -> the recorded GET that returned that manifest's bytes. */
+  private manifests = new Map<string, LoadedExchange>();
+  /** `repo:tag` -> digests the tag resolved to (several when recorded with different Accept sets). */
+  private tags = new Map<string, Set<string>>();
+  /** Any stored body, by digest: a blob can be served from it. */
+  private bodies = new Map<string, LoadedExchange>();
+  private tagLists = new Map<string, Set<string>>();
+  private catalog?: Set<string>;
+  /** Derived inline answers reference no stored body; any store will do. */
+  private readonly store: BodyStore;
+
+  constructor(exchanges: LoadedExchange[]) {
+    this.store = exchanges[0]?.store ?? new BodyStore(process.cwd());
+    for (const ex of exchanges) {
+      const res = ex.response;
+      if (!res || res.status !== 200) continue;
+      const { path } = splitUrl(ex.request.url);
+      const route = routeOf(path);
+      if (res.body.kind === 'stored' && !this.bodies.has(res.body.digest)) this.bodies.set(res.body.digest, ex);
+      if (route.kind === 'manifest' && (ex.request.method === 'GET' || ex.request.method === 'HEAD')) {
+        const digest = headerValue(res.headers, 'docker-content-digest') ?? bodyDigest(res.body);
+        if (!digest) continue;
+        if (res.body.kind !== 'none') this.manifests.set(`${route.name}@${digest}`, ex);
+        if (!route.reference.includes(':')) add(this.tags, `${route.name}:${route.reference}`, digest);
+      } else if (route.kind === 'tags' && res.body.kind === 'inline') {
+        const parsed = parseJson(res.body.text) as { tags?: unknown } | undefined;
+        if (Array.isArray(parsed?.tags)) for (const t of parsed!.tags) if (typeof t === 'string') add(this.tagLists, route.name, t);
+      } else if (route.kind === 'catalog' && res.body.kind === 'inline') {
+        const parsed = parseJson(res.body.text) as { repositories?: unknown } | undefined;
+        if (Array.isArray(parsed?.repositories)) {
+          this.catalog ??= new Set();
+          for (const r of parsed!.repositories) if (typeof r === 'string') this.catalog.add(r);
+        }
+      }
+    }
+  }
+
+  /** A derived answer for a request no fixture matched, or undefined. */
+  answer(req: RequestView, route: Route): LoadedExchange | undefined {
+    const method = req.method.toUpperCase();
+    if (method !== 'GET' && method !== 'HEAD') return undefined;
+    switch (route.kind) {
+      case 'manifest':
+        return this.manifest(req, route.name, route.reference);
+      case 'blob':
+        return this.blob(route.digest);
+      case 'tags':
+        return this.list(req, `/v2/${route.name}/tags/list`, this.tagLists.get(route.name), (items) => ({ name: route.name, tags: items }));
+      case 'catalog':
+        return this.list(req, '/v2/_catalog', this.catalog, (items) => ({ repositories: items }));
+      default:
+        return undefined;
+    }
+  }
+
+  private manifest(req: RequestView, repo: string, reference: string): LoadedExchange | undefined {
+    const wanted = acceptSet(headerValues(req.headers, 'accept'));
+    const digests = reference.includes(':') ? [reference] : [...(this.tags.get(`${repo}:${reference}`) ?? [])];
+    for (const d of digests) {
+      const ex = this.manifests.get(`${repo}@${d}`);
+      if (ex && accepts(wanted, headerValue(ex.response!.headers, 'content-type'))) return ex;
+    }
+    return undefined;
+  }
+
+  private blob(digest: string): LoadedExchange | undefined {
+    const source = this.bodies.get(digest);
+    if (!source || source.response!.body.kind !== 'stored') return undefined;
+    const body = source.response!.body;
+    return synthetic(source.store, source.source, [
+      ['Accept-Ranges', 'bytes'],
+      ['Content-Type', 'application/octet-stream'],
+      ['Docker-Content-Digest', digest],
+      ['Etag', `"${digest}"`],
+      API_VERSION,
+    ], body);
+  }
+
+  private list(req: RequestView, path: string, items: Set<string> | undefined, shape: (items: string[]) => unknown): LoadedExchange | undefined {
+    if (!items) return undefined;
+    const q = new URLSearchParams(splitUrl(req.url).query);
+    const all = [...items].sort();
+    const last = q.get('last');
+    let rest = last ? all.filter((t) => t > last) : all;
+    const nParam = q.get('n');
+    const headers: HeaderList = [['Content-Type', 'application/json; charset=utf-8'], API_VERSION];
+    if (nParam !== null && /^\d+$/.test(nParam)) {
+      const n = Number(nParam);
+      if (rest.length > n && n > 0) {
+        headers.push(['Link', `<${path}?last=${encodeURIComponent(rest[n - 1])}&n=${n}>; rel="next"`]);
+      }
+      rest = rest.slice(0, n);
+    }
+    const text = JSON.stringify(shape(rest)) + '\n';
+    return synthetic(this.store, undefined, headers, { kind: 'inline', text });
+  }
+}
+
+function synthetic(store: BodyStore, from: Exchange['source'], headers: HeaderList, body: Body): LoadedExchange {
+  return {
+    request: { method: 'GET', url: '(derived)', headers: [], body: { kind: 'none' } },
+    response: { status: 200, headers, body },
+    source: from ? { ...from } : { file: '(derived)', line: 0 },
+    store,
+  };
+}
+
+function bodyDigest(body: Body): string | undefined {
+  if (body.kind === 'stored') return body.digest;
+  if (body.kind === 'inline') return 'sha256:' + createHash('sha256').update(body.text).digest('hex');
+  return undefined;
+}
+
+function add(m: Map<string, Set<string>>, k: string, v: string): void {
+  let s = m.get(k);
+  if (!s) m.set(k, (s = new Set()));
+  s.add(v);
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
