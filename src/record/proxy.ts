@@ -249,7 +249,7 @@ export async function record(opts: RecordOptions): Promise<RecordServer> {
     upstream: upstream.origin,
     out,
     written: () => [...written],
-    close: async () => {
+    close: once(async () => {
       const closed = new Promise<void>((r) => server.close(() => r()));
       server.closeIdleConnections();
       await Promise.all([...inflight]);
@@ -259,7 +259,7 @@ export async function record(opts: RecordOptions): Promise<RecordServer> {
       agents['https:'].destroy();
       proxy.close();
       await fsp.rmdir(store.tmpDir).catch(() => undefined);
-    },
+    }),
   };
 }
 
@@ -271,6 +271,12 @@ function uploadPlaceholders(headers: HeaderList): HeaderList {
     if (lower === 'location') return [n, placeholderUploads(v)];
     return [n, v];
   });
+}
+
+/** Closing twice is closing once. */
+function once(f: () => Promise<void>): () => Promise<void> {
+  let p: Promise<void> | undefined;
+  return () => (p ??= f());
 }
 
 function redactBody(body: Body, f: (text: string) => string): Body {

@@ -131,6 +131,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
   });
 
   const server = http.createServer(app);
+  let closing: Promise<void> | undefined;
   answerProtocolErrors(server);
   const host = opts.host ?? '127.0.0.1';
   await listen(server, opts.port ?? 8000, host);
@@ -147,10 +148,10 @@ export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
     unused: () => matcher.unused(),
     served: () => served,
     close: () =>
-      new Promise<void>((resolve) => {
+      (closing ??= new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();
-      }),
+      })),
   };
 }
 

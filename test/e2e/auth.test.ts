@@ -43,6 +43,7 @@ describe.each(scenarios)('$mode registry: record, stop everything, replay', ({ m
     await pushImage(image, `${reg.host}/${repo}:3.20`, mode === 'plain' || mode === 'redirect' ? undefined : 'alice:alicepw');
     fixtures = h.tempDir('fixtures');
     const rec = await record({ upstream: reg.url, out: fixtures, port: 0, log: quiet });
+    h.onCleanup(() => rec.close());
     for (const creds of pulls) {
       const p = await h.pullToDir(`127.0.0.1:${rec.port}/${repo}:3.20`, creds);
       checkDirImage(p.dir);

@@ -29,6 +29,7 @@ describe.each(['md', 'yaml'] as const)('record a pull, replay it offline (%s fix
     again = h.tempDir('fixtures-again');
 
     const rec = await record({ upstream: reg.url, out: fixtures, port: 0, format, log: quiet });
+    h.onCleanup(() => rec.close());
     const pulled = await h.pullToDir(`127.0.0.1:${rec.port}/${repo}:v1`);
     checkDirImage(pulled.dir);
     const inspect = await dockerManifestInspect(`127.0.0.1:${rec.port}/${repo}:v1`);
@@ -38,6 +39,7 @@ describe.each(['md', 'yaml'] as const)('record a pull, replay it offline (%s fix
 
     // A second recording of the same pull, into another folder.
     const rec2 = await record({ upstream: reg.url, out: again, port: 0, format, log: quiet });
+    h.onCleanup(() => rec2.close());
     await h.pullToDir(`127.0.0.1:${rec2.port}/${repo}:v1`);
     await rec2.close();
 

@@ -67,3 +67,5 @@ export class Harness {
   }
 }
 export * from './dockerd';
+export * from './podman';
+export * from './containerd';
