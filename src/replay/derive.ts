@@ -12,6 +12,8 @@ import { acceptSet, accepts, Route } from '../registry/routes';
 import { RequestView, splitUrl } from './match';
 import { routeOf } from '../registry/routes';
 
+/** Routes a registry with auth protects (the ping answers the challenge itself; token and redirect URLs are regtape's). */
+const PROTECTED = new Set<Route['kind']>(['manifest', 'blob', 'tags', 'catalog', 'referrers']);
 const API_VERSION: [string, string] = ['Docker-Distribution-Api-Version', 'registry/2.0'];
 
 export class RegistryView {
@@ -23,6 +25,8 @@ export class RegistryView {
   private bodies = new Map<string, LoadedExchange>();
   private tagLists = new Map<string, Set<string>>();
   private catalog?: Set<string>;
+  /** A recorded 401 Bearer/Basic challenge to an anonymous request: the registry wants credentials. */
+  private challenge?: LoadedExchange;
   /** Derived inline answers reference no stored body; any store will do. */
   private readonly store: BodyStore;
 
@@ -30,6 +34,9 @@ export class RegistryView {
     this.store = exchanges[0]?.store ?? new BodyStore(process.cwd());
     for (const ex of exchanges) {
       const res = ex.response;
+      if (res?.status === 401 && !this.challenge && headerValue(res.headers, 'www-authenticate') && !headerValue(ex.request.headers, 'authorization')) {
+        this.challenge = ex;
+      }
       if (!res || res.status !== 200) continue;
       const { path } = splitUrl(ex.request.url);
       const route = routeOf(path);
@@ -56,6 +63,11 @@ export class RegistryView {
   answer(req: RequestView, route: Route): LoadedExchange | undefined {
     const method = req.method.toUpperCase();
     if (method !== 'GET' && method !== 'HEAD') return undefined;
+    // A registry that challenged anonymous requests when recorded challenges them now as well,
+    // so a client never gets in without the token dance it would have to do live.
+    if (this.challenge && !headerValue(req.headers, 'authorization') && PROTECTED.has(route.kind)) {
+      return this.challengeFor(route);
+    }
     switch (route.kind) {
       case 'manifest':
         return this.manifest(req, route.name, route.reference);
@@ -68,6 +80,19 @@ export class RegistryView {
       default:
         return undefined;
     }
+  }
+
+  /** The recorded challenge, with the scope a registry adds for a repository (as distribution does). */
+  private challengeFor(route: Route): LoadedExchange {
+    const rec = this.challenge!;
+    const name = 'name' in route ? route.name : undefined;
+    const headers: HeaderList = rec.response!.headers
+      .filter(([n]) => n.toLowerCase() !== 'content-length')
+      .map(([n, v]) => {
+        if (n.toLowerCase() !== 'www-authenticate' || !name || !/^\s*bearer\b/i.test(v) || /\bscope=/.test(v)) return [n, v];
+        return [n, `${v},scope="repository:${name}:pull"`];
+      });
+    return { ...rec, response: { ...rec.response!, headers } };
   }
 
   private manifest(req: RequestView, repo: string, reference: string): LoadedExchange | undefined {

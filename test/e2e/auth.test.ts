@@ -107,6 +107,16 @@ describe.each(scenarios)('$mode registry: record, stop everything, replay', ({ m
       expect(post.status).toBe(200);
       expect(JSON.parse(post.body.toString()).access_token).toBe('regtape-replay-token');
     });
+
+    it('a derived answer (a manifest by digest, never requested so) still challenges an anonymous client', async () => {
+      const url = `${replayer.url}/v2/${repo}/manifests/${image.manifestDigest}`;
+      const anon = await request(url, { method: 'HEAD' });
+      expect(anon.status).toBe(401);
+      expect(String(anon.headers['www-authenticate'])).toContain(`scope="repository:${repo}:pull"`);
+      const authed = await request(url, { method: 'HEAD', headers: [['authorization', 'Bearer regtape-replay-token']] });
+      expect(authed.status).toBe(200);
+      expect(authed.headers['docker-content-digest']).toBe(image.manifestDigest);
+    });
   }
 
   if (mode === 'hub' || mode === 'redirect') {
