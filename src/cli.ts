@@ -2,10 +2,12 @@
 /** The command line: parses flags and calls the library. Nothing else lives here. */
 import { Command, InvalidArgumentError, CommanderError } from 'commander';
 import { record, DEFAULT_UPSTREAM } from './record/proxy';
-import { replay } from './replay/server';
+import { replay, StrictReplayError } from './replay/server';
+import { FaultRule, loadFaultRules, parseFaultFlag, parseLatency } from './replay/faults';
 import { FixtureError } from './fixture/model';
 import { FixturePathError } from './fixture/files';
 import { UserError } from './http/server';
+import { formatListing, formatReport, ls, verify } from './inspect';
 
 const out = (s: string): void => void process.stdout.write(s + '\n');
 const err = (s: string): void => void process.stderr.write(s + '\n');
@@ -32,13 +34,27 @@ function onSignals(close: () => Promise<void>): void {
     close().then(
       () => process.exit(0),
       (e: Error) => {
-        err(`regtape: ${e.message}`);
+        err(`regtape: ${e instanceof UserError ? e.message : e.stack ?? e.message}`);
         process.exit(1);
       },
     );
   };
   process.on('SIGINT', () => handler('SIGINT'));
   process.on('SIGTERM', () => handler('SIGTERM'));
+}
+
+interface ReplayFlags {
+  port: number;
+  host: string;
+  quiet?: boolean;
+  strict?: true | string;
+  recordMissing?: boolean;
+  upstream?: string;
+  out?: string;
+  format: 'md' | 'yaml';
+  latency?: [number, number];
+  fault?: FaultRule[];
+  faults?: string;
 }
 
 export function program(): Command {
@@ -59,6 +75,7 @@ export function program(): Command {
     .option('--redact-header <name...>', 'also redact these headers (Authorization, Cookie, Set-Cookie are always redacted)')
     .option('--redact-query <name...>', 'also redact these query parameters in recorded URLs (account and URL signatures always are)')
     .option('--redact-field <name...>', 'also redact these JSON fields in token responses and form fields in token requests')
+    .option('--overwrite', 'replace fixtures of requests recorded again (default: keep both, as a sequence)')
     .addHelpText(
       'after',
       `
@@ -67,7 +84,7 @@ Example:
   $ skopeo copy --src-tls-verify=false docker://127.0.0.1:8000/demo/hello:v1 dir:/tmp/hello
   (Ctrl-C stops after the in-flight exchanges are written)`,
     )
-    .action(async (o: { upstream: string; port: number; host: string; out: string; format: 'md' | 'yaml'; redactHeader?: string[]; redactQuery?: string[]; redactField?: string[] }) => {
+    .action(async (o: { upstream: string; port: number; host: string; out: string; format: 'md' | 'yaml'; redactHeader?: string[]; redactQuery?: string[]; redactField?: string[]; overwrite?: boolean }) => {
       const server = await record({
         upstream: o.upstream,
         port: o.port,
@@ -75,10 +92,11 @@ Example:
         out: o.out,
         format: o.format,
         redact: { headers: o.redactHeader, query: o.redactQuery, fields: o.redactField },
+        overwrite: o.overwrite,
         log: err,
       });
-      out(`regtape recording on ${server.url} -> ${server.upstream}, fixtures in ${server.out}`);
       onSignals(() => server.close());
+      out(`regtape recording on ${server.url} -> ${server.upstream}, fixtures in ${server.out}`);
     });
 
   prog
@@ -88,26 +106,76 @@ Example:
     .option('--port <n>', 'port to listen on', port, 8000)
     .option('--host <addr>', 'address to listen on', '127.0.0.1')
     .option('--quiet', 'no line per request')
+    .option('--strict [what]', "exit 1 at shutdown if a request went unmatched ('unused': also if a fixture went unused)")
+    .option('--record-missing', 'forward requests with no fixture to --upstream and record them (into --out)')
+    .option('--upstream <url>', 'the registry for --record-missing')
+    .option('--out <dir>', 'where --record-missing writes (default: the first fixtures folder)')
+    .option('--format <md|yaml>', 'fixture format for --record-missing', format, 'md')
+    .option('--latency <ms>', 'delay every answer: 50, or a range 20-200', parseLatency)
+    .option('--fault <spec>', 'inject a registry fault, e.g. 429@GET:manifest#2, 503@/v2/x/manifests/v1, cut=1024@blob, expire-token#4 (repeatable)', (v: string, prev: FaultRule[] = []) => [...prev, parseFaultFlag(v)])
+    .option('--faults <file>', 'a YAML file of fault rules (docs/faults.md)')
     .addHelpText(
       'after',
       `
 Example:
   $ regtape replay examples/hello-pull
   $ skopeo inspect --tls-verify=false docker://127.0.0.1:8000/demo/hello:v1
-  $ docker manifest inspect --insecure 127.0.0.1:8000/demo/hello:v1`,
+  $ docker manifest inspect --insecure 127.0.0.1:8000/demo/hello:v1
+  $ regtape replay fixtures/ --strict                 # CI: exit 1 on any request with no fixture
+  $ regtape replay fixtures/ --record-missing --upstream https://registry-1.docker.io
+  $ regtape replay fixtures/ --fault 429@GET:manifest#1 --latency 20-100`,
     )
-    .action(async (paths: string[], o: { port: number; host: string; quiet?: boolean }) => {
-      const server = await replay({ fixtures: paths, port: o.port, host: o.host, log: o.quiet ? undefined : err });
+    .action(async (paths: string[], o: ReplayFlags) => {
+      if (o.recordMissing && !o.upstream) throw new UserError('--record-missing needs --upstream URL (the registry to record what is missing from)');
+      if (o.strict !== undefined && o.strict !== true && o.strict !== 'unused') throw new UserError(`--strict takes no value or 'unused', not ${JSON.stringify(o.strict)}`);
+      const faults = [...(o.fault ?? []), ...(o.faults ? await loadFaultRules(o.faults) : [])];
+      const server = await replay({
+        fixtures: paths,
+        port: o.port,
+        host: o.host,
+        log: o.quiet ? undefined : err,
+        strict: o.strict,
+        latency: o.latency,
+        faults,
+        recordMissing: o.recordMissing ? { upstream: o.upstream!, out: o.out, format: o.format } : undefined,
+      });
       for (const ex of server.unservable) {
         err(`regtape: note: ${ex.source?.file}:${ex.source?.line}: ${ex.request.method} ${ex.request.url} has no recorded response; it is not served`);
       }
-      out(`regtape replaying ${server.exchanges} exchanges from ${server.files.length} fixture files on ${server.url}`);
+      if (faults.length) err(`regtape: injecting ${faults.length} fault rule(s)`);
       onSignals(async () => {
-        await server.close();
-        const misses = server.unmatched();
-        err(`regtape: served ${server.served()} requests, ${misses.length} unmatched, ${server.unused().length} fixtures unused`);
-        for (const m of misses) err(`regtape: unmatched ${m.request}`);
+        const s = server.summary();
+        err(`regtape: served ${s.served} requests, ${s.unmatched.length} unmatched, ${s.unused.length} fixtures unused${s.recorded.length ? `, ${s.recorded.length} recorded` : ''}`);
+        for (const m of s.unmatched) err(`regtape: unmatched ${m.request}${m.nearest[0] ? ` (nearest ${m.nearest[0].request}: ${m.nearest[0].why})` : ''}`);
+        if (o.strict === 'unused') for (const u of s.unused) err(`regtape: unused ${u.source?.file}:${u.source?.line} ${u.request.method} ${u.request.url}`);
+        try {
+          await server.close();
+        } catch (e) {
+          if (e instanceof StrictReplayError) throw new UserError('strict mode: ' + (e.summary.unmatched.length ? `${e.summary.unmatched.length} unmatched request(s)` : `${e.summary.unused.length} unused fixture(s)`));
+          throw e;
+        }
       });
+      // Printed once the signal handlers are in place: a test harness may stop us right after it.
+      out(`regtape replaying ${server.exchanges} exchanges from ${server.files.length} fixture files on ${server.url}`);
+    });
+  prog
+    .command('verify')
+    .description('check fixtures: every body against its digest and size, every manifest against its digest, every pull complete offline')
+    .argument('<paths...>', 'fixture folders or files')
+    .addHelpText('after', '\nExample:\n  $ regtape verify fixtures/   # exit 1 and one line per problem (file:line: kind: what) if anything is wrong')
+    .action(async (paths: string[]) => {
+      const report = await verify(paths);
+      out(formatReport(report).trimEnd());
+      if (report.problems.length) process.exitCode = 1;
+    });
+
+  prog
+    .command('ls')
+    .description('what a fixture folder holds, by repository and tag: manifests, blobs, sizes, exchanges')
+    .argument('<paths...>', 'fixture folders or files')
+    .addHelpText('after', '\nExample:\n  $ regtape ls examples/hello-pull')
+    .action(async (paths: string[]) => {
+      out(formatListing(await ls(paths)).trimEnd());
     });
   return prog;
 }

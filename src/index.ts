@@ -1,8 +1,10 @@
 /** regtape's public API. */
 export { record, DEFAULT_UPSTREAM } from './record/proxy';
 export type { RecordOptions, RecordServer } from './record/proxy';
-export { replay } from './replay/server';
-export type { ReplayOptions, ReplayServer } from './replay/server';
+export { replay, StrictReplayError } from './replay/server';
+export type { ReplayOptions, ReplayServer, ReplaySummary } from './replay/server';
+export { parseFaultFlag, loadFaultRules } from './replay/faults';
+export type { FaultRule } from './replay/faults';
 export { Matcher, requestIdentity } from './replay/match';
 export type { RequestView, Miss } from './replay/match';
 export { readMarkdown, writeMarkdown } from './fixture/markdown';
@@ -12,3 +14,7 @@ export type { FixtureFormat, LoadedExchange, LoadResult } from './fixture/files'
 export { BodyStore } from './fixture/store';
 export * from './fixture/model';
 export { UserError } from './http/server';
+export { verify, formatReport, ls, formatListing } from './inspect';
+export type { VerifyReport, Problem, Listing } from './inspect';
+export { createRecorder } from './record/proxy';
+export type { Recorder } from './record/proxy';

@@ -14,6 +14,7 @@ import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { promises as fsp } from 'node:fs';
 import { finished } from 'node:stream/promises';
+import { Readable } from 'node:stream';
 import { Body, Exchange, HeaderList, headerValue } from '../fixture/model';
 import { BodyStore, isTextContentType } from '../fixture/store';
 import { fileSequence, FixtureFormat, fixtureFileName, serialize, writeFileAtomic } from '../fixture/files';
@@ -39,6 +40,10 @@ export interface RecordOptions {
   upstreamTimeoutMs?: number;
   /** Check at start that the upstream answers (default true). */
   checkUpstream?: boolean;
+  /** Replace what the folder holds for a request recorded again, instead of appending to its sequence. */
+  overwrite?: boolean;
+  /** Called with each exchange once its fixture is written. */
+  onRecorded?: (ex: Exchange, file: string) => void;
   log?: (line: string) => void;
 }
 
@@ -64,7 +69,22 @@ interface Target {
   kind: 'upstream' | 'token' | 'redirect';
 }
 
-export async function record(opts: RecordOptions): Promise<RecordServer> {
+/** The recording proxy as a request handler, without a server of its own (replay --record-missing uses it). */
+export interface Recorder {
+  upstream: string;
+  out: string;
+  /**
+   * Forwards and records one exchange. `body`: the request body when the caller already read it
+   * (it is sent on and recorded as if it had been streamed).
+   */
+  handle(req: http.IncomingMessage, res: http.ServerResponse, body?: Buffer): void;
+  written(): string[];
+  /** Resolves when every exchange in flight has been written or dropped. */
+  drain(): Promise<void>;
+  close(): void;
+}
+
+export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
   const upstream = parseUpstream(opts.upstream ?? DEFAULT_UPSTREAM);
   const out = path.resolve(opts.out ?? 'fixtures');
   const format = opts.format ?? 'md';
@@ -137,7 +157,7 @@ export async function record(opts: RecordOptions): Promise<RecordServer> {
     return h.map(([n, v]) => (n.toLowerCase() === 'www-authenticate' ? [n, rewriteChallengeRealm(v, liveOrigin)] : [n, v]));
   };
 
-  const server = http.createServer((req, res) => {
+  const handle = (req: http.IncomingMessage, res: http.ServerResponse, preread?: Buffer): void => {
     const started = process.hrtime.bigint();
     const liveOrigin = `http://${req.headers.host ?? `${opts.host ?? '127.0.0.1'}:${opts.port ?? 8000}`}`;
     const reqHeaders: HeaderList = rawHeaderList(req.rawHeaders).filter(([n]) => !HOP_BY_HOP.has(n) && n !== 'host');
@@ -153,8 +173,11 @@ export async function record(opts: RecordOptions): Promise<RecordServer> {
     const secret = target.kind === 'token';
     const reqSink = store.sink({ inlineText: secret || isTextContentType(headerValue(reqHeaders, 'content-type')), memoryOnly: secret });
     reqSink.on('error', (e) => log(`regtape: cannot keep the request body of ${method} ${url}: ${e.message}`));
-    req.on('data', (chunk: Buffer) => reqSink.write(chunk));
-    req.on('end', () => reqSink.end());
+    if (preread) reqSink.end(preread);
+    else {
+      req.on('data', (chunk: Buffer) => reqSink.write(chunk));
+      req.on('end', () => reqSink.end());
+    }
 
     let settle!: () => void;
     const job = new Promise<void>((r) => (settle = r));
@@ -177,7 +200,7 @@ export async function record(opts: RecordOptions): Promise<RecordServer> {
     }
     req.url = target.path;
     const agent = target.origin.startsWith('https:') ? agents['https:'] : agents['http:'];
-    proxy.web(req, res, { target: target.origin, agent }, (err: NodeJS.ErrnoException) => {
+    proxy.web(req, res, { target: target.origin, agent, ...(preread ? { buffer: Readable.from([preread]) } : {}) }, (err: NodeJS.ErrnoException) => {
       const what = target.kind === 'upstream' ? 'upstream' : target.kind === 'token' ? 'token realm' : 'redirect target';
       const message = `regtape: ${what} ${target.origin} failed: ${err.code ?? err.message}`;
       if (!res.headersSent) {
@@ -202,7 +225,7 @@ export async function record(opts: RecordOptions): Promise<RecordServer> {
       proxyRes.on('error', () => (ok = false));
       tee(proxyRes, res, sink).then(
         async (complete) => {
-          if (!complete || !ok || !req.complete) return fail('connection closed before the exchange completed');
+          if (!complete || !ok || !(req.complete || preread)) return fail('connection closed before the exchange completed');
           try {
             await finished(reqSink);
             const reqBody = redactBody(await reqSink.commit(), (t) => redactor.redactForm(t));
@@ -216,13 +239,14 @@ export async function record(opts: RecordOptions): Promise<RecordServer> {
             };
             const identity = requestIdentity({ ...request, form: reqBody.kind === 'inline' ? reqBody.text : undefined });
             const base = fixtureFileName(method, recordedUrl, identity, 1, format);
-            const seq = (sequences.get(base) ?? 0) + 1;
-            sequences.set(base, seq);
+            const seq = nextSequence(base);
             const file = path.join(out, fixtureFileName(method, recordedUrl, identity, seq, format));
             const scrubbed = redactor.scrub(serialize([ex], format), credentialsIn(reqHeaders));
             if (scrubbed.hits) log(`regtape: redacted ${scrubbed.hits} more secret(s) in ${path.basename(file)}`);
             await writeFileAtomic(file, scrubbed.text);
             written.push(file);
+            opts.onRecorded?.({ ...ex, source: { file: path.relative(process.cwd(), file) || file, line: 1 } }, file);
+            if (seq === 1 && opts.overwrite) await removeOlderSequence(out, base, new Set(written));
             const ms = Number(process.hrtime.bigint() - started) / 1e6;
             log(`${method} ${recordedUrl} ${status} ${sink.bytes}B ${ms.toFixed(0)}ms -> ${path.basename(file)}`);
             settle();
@@ -234,9 +258,38 @@ export async function record(opts: RecordOptions): Promise<RecordServer> {
         () => fail('stream error'),
       );
     });
-  });
+  };
   const onResponse = new WeakMap<http.IncomingMessage, (proxyRes: http.IncomingMessage) => void>();
   proxy.on('proxyRes', (proxyRes, req) => onResponse.get(req)?.(proxyRes));
+
+  /** Without --overwrite a request recorded again is appended as the next in its sequence. */
+  const sessionSeen = new Map<string, number>();
+  const nextSequence = (base: string): number => {
+    const inSession = sessionSeen.get(base);
+    const seq = inSession !== undefined ? inSession + 1 : opts.overwrite ? 1 : (sequences.get(base) ?? 0) + 1;
+    sessionSeen.set(base, seq);
+    return seq;
+  };
+
+  return {
+    upstream: upstream.origin,
+    out,
+    handle,
+    written: () => [...written],
+    drain: async () => {
+      while (inflight.size) await Promise.all([...inflight]);
+    },
+    close: () => {
+      agents['http:'].destroy();
+      agents['https:'].destroy();
+      proxy.close();
+    },
+  };
+}
+
+export async function record(opts: RecordOptions): Promise<RecordServer> {
+  const recorder = await createRecorder(opts);
+  const server = http.createServer((req, res) => recorder.handle(req, res));
   answerProtocolErrors(server);
   const host = opts.host ?? '127.0.0.1';
   await listen(server, opts.port ?? 8000, host);
@@ -246,19 +299,17 @@ export async function record(opts: RecordOptions): Promise<RecordServer> {
     url: `http://${shownHost}:${port}`,
     port,
     host,
-    upstream: upstream.origin,
-    out,
-    written: () => [...written],
+    upstream: recorder.upstream,
+    out: recorder.out,
+    written: recorder.written,
     close: once(async () => {
       const closed = new Promise<void>((r) => server.close(() => r()));
       server.closeIdleConnections();
-      await Promise.all([...inflight]);
+      await recorder.drain();
       server.closeAllConnections();
       await closed;
-      agents['http:'].destroy();
-      agents['https:'].destroy();
-      proxy.close();
-      await fsp.rmdir(store.tmpDir).catch(() => undefined);
+      recorder.close();
+      await fsp.rmdir(new BodyStore(recorder.out).tmpDir).catch(() => undefined);
     }),
   };
 }
@@ -313,6 +364,15 @@ async function checkUpstream(u: URL): Promise<void> {
     );
     req.end();
   });
+}
+
+/** Removes `base.2.md`, `base.3.md`, ... left from an earlier recording (--overwrite). */
+async function removeOlderSequence(dir: string, base: string, keep: Set<string>): Promise<void> {
+  for (const name of await fsp.readdir(dir)) {
+    const f = fileSequence(name);
+    const file = path.join(dir, name);
+    if (f.base === base && f.seq > 1 && !keep.has(file)) await fsp.rm(file, { force: true });
+  }
 }
 
 /** Highest sequence number per fixture base name already in the folder: a new recording appends. */

@@ -32,29 +32,36 @@ export class RegistryView {
 
   constructor(exchanges: LoadedExchange[]) {
     this.store = exchanges[0]?.store ?? new BodyStore(process.cwd());
-    for (const ex of exchanges) {
-      const res = ex.response;
-      if (res?.status === 401 && !this.challenge && headerValue(res.headers, 'www-authenticate') && !headerValue(ex.request.headers, 'authorization')) {
-        this.challenge = ex;
-      }
-      if (!res || res.status !== 200) continue;
-      const { path } = splitUrl(ex.request.url);
-      const route = routeOf(path);
-      if (res.body.kind === 'stored' && !this.bodies.has(res.body.digest)) this.bodies.set(res.body.digest, ex);
-      if (route.kind === 'manifest' && (ex.request.method === 'GET' || ex.request.method === 'HEAD')) {
-        const digest = headerValue(res.headers, 'docker-content-digest') ?? bodyDigest(res.body);
-        if (!digest) continue;
-        if (res.body.kind !== 'none') this.manifests.set(`${route.name}@${digest}`, ex);
-        if (!route.reference.includes(':')) add(this.tags, `${route.name}:${route.reference}`, digest);
-      } else if (route.kind === 'tags' && res.body.kind === 'inline') {
-        const parsed = parseJson(res.body.text) as { tags?: unknown } | undefined;
-        if (Array.isArray(parsed?.tags)) for (const t of parsed!.tags) if (typeof t === 'string') add(this.tagLists, route.name, t);
-      } else if (route.kind === 'catalog' && res.body.kind === 'inline') {
-        const parsed = parseJson(res.body.text) as { repositories?: unknown } | undefined;
-        if (Array.isArray(parsed?.repositories)) {
-          this.catalog ??= new Set();
-          for (const r of parsed!.repositories) if (typeof r === 'string') this.catalog.add(r);
-        }
+    for (const ex of exchanges) this.add(ex);
+  }
+
+  /** The recorded Bearer challenge header, if the registry had one. */
+  challengeHeader(): string | undefined {
+    return this.challenge ? headerValue(this.challenge.response!.headers, 'www-authenticate') : undefined;
+  }
+
+  add(ex: LoadedExchange): void {
+    const res = ex.response;
+    if (res?.status === 401 && !this.challenge && headerValue(res.headers, 'www-authenticate') && !headerValue(ex.request.headers, 'authorization')) {
+      this.challenge = ex;
+    }
+    if (!res || res.status !== 200) return;
+    const { path } = splitUrl(ex.request.url);
+    const route = routeOf(path);
+    if (res.body.kind === 'stored' && !this.bodies.has(res.body.digest)) this.bodies.set(res.body.digest, ex);
+    if (route.kind === 'manifest' && (ex.request.method === 'GET' || ex.request.method === 'HEAD')) {
+      const digest = headerValue(res.headers, 'docker-content-digest') ?? bodyDigest(res.body);
+      if (!digest) return;
+      if (res.body.kind !== 'none') this.manifests.set(`${route.name}@${digest}`, ex);
+      if (!route.reference.includes(':')) add(this.tags, `${route.name}:${route.reference}`, digest);
+    } else if (route.kind === 'tags' && res.body.kind === 'inline') {
+      const parsed = parseJson(res.body.text) as { tags?: unknown } | undefined;
+      if (Array.isArray(parsed?.tags)) for (const t of parsed!.tags) if (typeof t === 'string') add(this.tagLists, route.name, t);
+    } else if (route.kind === 'catalog' && res.body.kind === 'inline') {
+      const parsed = parseJson(res.body.text) as { repositories?: unknown } | undefined;
+      if (Array.isArray(parsed?.repositories)) {
+        this.catalog ??= new Set();
+        for (const r of parsed!.repositories) if (typeof r === 'string') this.catalog.add(r);
       }
     }
   }

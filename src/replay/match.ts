@@ -77,15 +77,18 @@ export class Matcher {
   private used = new Set<LoadedExchange>();
 
   constructor(exchanges: LoadedExchange[]) {
-    for (const ex of exchanges) {
-      if (!ex.response) {
-        this.unservable.push(ex);
-        continue;
-      }
-      this.all.push(ex);
-      push(this.buckets, bucketKey(recordedView(ex)), ex);
-      push(this.byPath, splitUrl(ex.request.url).path, ex);
+    for (const ex of exchanges) this.add(ex);
+  }
+
+  /** Adds an exchange (recorded while serving, with --record-missing). */
+  add(ex: LoadedExchange): void {
+    if (!ex.response) {
+      this.unservable.push(ex);
+      return;
     }
+    this.all.push(ex);
+    push(this.buckets, bucketKey(recordedView(ex)), ex);
+    push(this.byPath, splitUrl(ex.request.url).path, ex);
   }
 
   get size(): number {

@@ -31,17 +31,27 @@ export class PushState {
   /** Digests of blobs the recording pushed (PUT ...?digest=), per repository. */
   private recordedBlobs = new Map<string, Set<string>>();
 
+  /** Repositories the recording pushed to (uploads or manifests). */
+  private pushedRepos = new Set<string>();
+
   constructor(exchanges: LoadedExchange[]) {
-    for (const ex of exchanges) {
-      const { path, query } = splitUrl(ex.request.url);
-      const route = routeOf(path);
-      const digest = new URLSearchParams(query).get('digest');
-      if (route.kind === 'upload' && digest && (ex.request.method === 'PUT' || ex.request.method === 'POST')) {
-        let set = this.recordedBlobs.get(route.name);
-        if (!set) this.recordedBlobs.set(route.name, (set = new Set()));
-        set.add(digest);
-      }
+    for (const ex of exchanges) this.add(ex);
+  }
+
+  add(ex: LoadedExchange): void {
+    const { path, query } = splitUrl(ex.request.url);
+    const route = routeOf(path);
+    if (route.kind === 'upload' || (route.kind === 'manifest' && ex.request.method === 'PUT')) this.pushedRepos.add(route.name);
+    const digest = new URLSearchParams(query).get('digest');
+    if (route.kind === 'upload' && digest && (ex.request.method === 'PUT' || ex.request.method === 'POST')) {
+      let set = this.recordedBlobs.get(route.name);
+      if (!set) this.recordedBlobs.set(route.name, (set = new Set()));
+      set.add(digest);
     }
+  }
+
+  recordedPushTo(repo: string): boolean {
+    return this.pushedRepos.has(repo);
   }
 
   /** Hashes an upload request's body into its session (streamed; nothing is kept). */

@@ -20,6 +20,12 @@ import { PushState, Refusal } from './push';
 import { RegistryView } from './derive';
 import { ByteRange, etagMatches, parseRange } from '../http/range';
 import { randomUUID } from 'node:crypto';
+import * as path from 'node:path';
+import { FixtureFormat } from '../fixture/files';
+import { BodyStore } from '../fixture/store';
+import { createRecorder } from '../record/proxy';
+import { RedactOptions } from '../record/redact';
+import { FaultInjector, FaultRule } from './faults';
 
 export interface ReplayOptions {
   /** Fixture folders and files. */
@@ -28,6 +34,38 @@ export interface ReplayOptions {
   host?: string;
   /** One line per request on this function (default: none). */
   log?: (line: string) => void;
+  /**
+   * true: close() rejects when a request went unmatched; 'unused': also when a fixture was never used.
+   * The CLI turns this into a non-zero exit.
+   */
+  strict?: boolean | 'unused';
+  /** Serve what is recorded; forward what is not to this upstream and record it (VCR's new_episodes). */
+  recordMissing?: { upstream: string; out?: string; format?: FixtureFormat; redact?: RedactOptions };
+  /** Delay every answer: fixed milliseconds, or a [min, max] range drawn uniformly. */
+  latency?: number | [number, number];
+  /** Registry faults to inject (replay/faults.ts). */
+  faults?: FaultRule[];
+}
+
+export interface ReplaySummary {
+  served: number;
+  unmatched: Miss[];
+  unused: LoadedExchange[];
+  recorded: string[];
+}
+
+/** close() of a strict replay server that saw unmatched requests (or unused fixtures). */
+export class StrictReplayError extends Error {
+  constructor(readonly summary: ReplaySummary) {
+    super(
+      [
+        `regtape strict mode: ${summary.unmatched.length} unmatched request(s), ${summary.unused.length} unused fixture(s)`,
+        ...summary.unmatched.map((m) => `  unmatched ${m.request}${m.nearest[0] ? ` (nearest: ${m.nearest[0].request}: ${m.nearest[0].why})` : ''}`),
+        ...summary.unused.map((u) => `  unused ${u.request.method} ${u.request.url} (${u.source?.file}:${u.source?.line})`),
+      ].join('\n'),
+    );
+    this.name = 'StrictReplayError';
+  }
 }
 
 export interface ReplayServer {
@@ -43,6 +81,10 @@ export interface ReplayServer {
   unmatched(): Miss[];
   unused(): LoadedExchange[];
   served(): number;
+  /** Fixture files written by --record-missing. */
+  recorded(): string[];
+  summary(): ReplaySummary;
+  /** Stops; with `strict`, rejects with StrictReplayError when the run broke the rule. */
   close(): Promise<void>;
 }
 
@@ -60,6 +102,24 @@ export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
   const misses: Miss[] = [];
   let served = 0;
   const log = opts.log ?? ((): void => undefined);
+  const faults = new FaultInjector(opts.faults ?? [], () => derived.challengeHeader());
+  const latency = typeof opts.latency === 'number' ? [opts.latency, opts.latency] : opts.latency;
+  const firstDir = paths.find((p) => !/\.(md|markdown|txt|ya?ml)$/i.test(p)) ?? paths[0];
+  const recorder = opts.recordMissing
+    ? await createRecorder({
+        upstream: opts.recordMissing.upstream,
+        out: opts.recordMissing.out ?? firstDir,
+        format: opts.recordMissing.format,
+        redact: opts.recordMissing.redact,
+        log,
+        onRecorded: (ex) => {
+          const loadedEx = { ...ex, store: new BodyStore(path.resolve(opts.recordMissing?.out ?? firstDir)) };
+          matcher.add(loadedEx);
+          derived.add(loadedEx);
+          pushes.add(loadedEx);
+        },
+      })
+    : undefined;
 
   const app = express();
   app.disable('x-powered-by');
@@ -78,13 +138,29 @@ export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
       done(r.status, 0, ' REFUSED');
     };
     const route = routeOf(req.path);
+    if (latency) await new Promise((r) => setTimeout(r, latency[0] + Math.random() * (latency[1] - latency[0])));
+    const fault = faults.active ? faults.check(view, route, `http://${req.headers.host ?? '127.0.0.1'}`) : undefined;
+    if (fault && 'respond' in fault) {
+      req.resume();
+      res.writeHead(fault.respond.status, flatten([...fault.respond.headers, ['Content-Length', String(Buffer.byteLength(fault.respond.body))]]));
+      res.end(req.method === 'HEAD' ? undefined : fault.respond.body);
+      return done(fault.respond.status, 0, ' FAULT');
+    }
+    const cutAfter = fault && 'cutAfter' in fault ? fault.cutAfter : undefined;
+    // With --record-missing, pushes to a repository the recording never pushed to go upstream untouched.
+    const pushing = (route.kind === 'upload' && req.method !== 'DELETE') || (route.kind === 'manifest' && req.method === 'PUT');
+    if (recorder && pushing && 'name' in route && !pushes.recordedPushTo(route.name)) {
+      recorder.handle(req, res);
+      return done(0, 0, ' FORWARDED');
+    }
     let session: string | undefined;
     let manifestBytes: Buffer | undefined;
+    let preread: Buffer | undefined;
     if (route.kind === 'token' && req.method === 'POST') {
       // The OAuth2 token POST carries its scope and service in the form body.
-      const form = await readSmallBody(req, 64 * 1024);
-      if (form === undefined) return refuse({ status: 413, body: errorBody('SIZE_INVALID', 'regtape: token request body too large') });
-      view.form = form.toString('utf8');
+      preread = await readSmallBody(req, 64 * 1024);
+      if (preread === undefined) return refuse({ status: 413, body: errorBody('SIZE_INVALID', 'regtape: token request body too large') });
+      view.form = preread.toString('utf8');
     } else if (route.kind === 'upload' && req.method !== 'DELETE') {
       // A POST starts a session: its id goes into the Location handed out (registry/uploads.ts).
       session = req.method === 'POST' && !route.session ? randomUUID() : route.session ?? randomUUID();
@@ -97,7 +173,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
     } else if (route.kind === 'manifest' && req.method === 'PUT') {
       manifestBytes = await readSmallBody(req, MAX_MANIFEST);
       if (!manifestBytes) return refuse({ status: 413, body: errorBody('SIZE_INVALID', `regtape: manifest larger than ${MAX_MANIFEST} bytes`) });
-    } else req.resume();
+    }
 
     if (route.kind === 'blob' && req.method === 'HEAD') {
       // After this run uploaded the blob, it exists, whatever the recording said before the push.
@@ -110,6 +186,11 @@ export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
       }
     }
     const ex = matcher.match(view) ?? derived.answer(view, route);
+    if (!ex && recorder) {
+      recorder.handle(req, res, preread);
+      return done(0, 0, ' RECORDING');
+    }
+    if (!preread && !manifestBytes && !session) req.resume();
     if (!ex) {
       const miss = matcher.explain(view);
       misses.push(miss);
@@ -127,11 +208,12 @@ export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
       if (refusal) return refuse(refusal);
     }
     served++;
-    serveExchange(req, res, ex, done, (v) => pushes.fill(v, session));
+    serveExchange(req, res, ex, done, (v) => pushes.fill(v, session), cutAfter);
   });
 
   const server = http.createServer(app);
   let closing: Promise<void> | undefined;
+  const summary = (): ReplaySummary => ({ served, unmatched: [...misses], unused: matcher.unused(), recorded: recorder?.written() ?? [] });
   answerProtocolErrors(server);
   const host = opts.host ?? '127.0.0.1';
   await listen(server, opts.port ?? 8000, host);
@@ -147,15 +229,30 @@ export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
     unmatched: () => [...misses],
     unused: () => matcher.unused(),
     served: () => served,
+    recorded: () => recorder?.written() ?? [],
+    summary,
     close: () =>
-      (closing ??= new Promise<void>((resolve) => {
-        server.close(() => resolve());
+      (closing ??= (async () => {
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeIdleConnections();
+        await recorder?.drain();
         server.closeAllConnections();
-      })),
+        await closed;
+        recorder?.close();
+        const s = summary();
+        if ((opts.strict && s.unmatched.length) || (opts.strict === 'unused' && s.unused.length)) throw new StrictReplayError(s);
+      })()),
   };
 }
 
-function serveExchange(req: Request, res: Response, ex: LoadedExchange, done: (s: number, b: number) => void, fillUploads: (v: string) => string): void {
+function serveExchange(
+  req: Request,
+  res: Response,
+  ex: LoadedExchange,
+  done: (s: number, b: number) => void,
+  fillUploads: (v: string) => string,
+  cutAfter?: number,
+): void {
   const out = ex.response!;
   const origin = `http://${req.headers.host ?? '127.0.0.1'}`;
   const headers: HeaderList = [];
@@ -231,8 +328,15 @@ function serveExchange(req: Request, res: Response, ex: LoadedExchange, done: (s
     try {
       for (const p of parts) {
         if (p.head) res.write(p.head);
-        for await (const chunk of open(p.range)) {
-          sent += (chunk as Buffer).length;
+        for await (const c of open(p.range)) {
+          let chunk = c as Buffer;
+          if (cutAfter !== undefined && sent + chunk.length > cutAfter) {
+            // Fault injection: a body that stops short, as when a CDN connection drops.
+            res.write(chunk.subarray(0, cutAfter - sent), () => res.destroy());
+            sent = cutAfter;
+            return;
+          }
+          sent += chunk.length;
           if (!res.write(chunk)) await once(res, 'drain');
         }
       }
