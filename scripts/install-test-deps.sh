@@ -7,10 +7,14 @@ command -v skopeo >/dev/null || need+=(skopeo)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v docker >/dev/null || need+=(docker.io)
+command -v podman >/dev/null || need+=(podman)
+command -v containerd >/dev/null || need+=(containerd)
+command -v ctr >/dev/null || need+=(containerd)
 command -v tar >/dev/null || need+=(tar)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
   echo "installing: ${need[*]}"
   $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+  # shellcheck disable=SC2046
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q $(printf '%s\n' "${need[@]}" | sort -u)
 fi

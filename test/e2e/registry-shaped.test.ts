@@ -2,7 +2,7 @@
 // pagination, and pushes (the same content succeeds, different content fails saying which digest).
 import { createHash } from 'node:crypto';
 import { record, replay, ReplayServer } from '../../src';
-import { Harness, Image, pushImage, skopeo } from '../harness';
+import { dockerManifestInspect, Harness, Image, pushImage, skopeo } from '../harness';
 import { request } from '../support/http';
 
 jest.setTimeout(120_000);
@@ -50,6 +50,14 @@ describe('registry-shaped replay from a skopeo recording', () => {
     // a client that does not accept the stored type gets no manifest
     const docker = await request(`${replayer.url}/v2/${repo}/manifests/${image.manifestDigest}`, { headers: [['accept', 'application/vnd.docker.distribution.manifest.v2+json']] });
     expect(docker.status).toBe(404);
+  });
+
+  it('docker manifest inspect works from this skopeo-only recording', async () => {
+    const before = replayer.unmatched().length;
+    const r = await dockerManifestInspect(`127.0.0.1:${replayer.port}/${repo}:a`);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout).config.digest).toBe(image.configDigest);
+    expect(replayer.unmatched().slice(before)).toEqual([]);
   });
 
   it('answers HEAD of a blob from its recorded GET', async () => {
