@@ -4,7 +4,7 @@
  * `docker manifest inspect` fail. So every malformed request, a ClientHello included, gets a 400.
  */
 import type { Server } from 'node:http';
-import type { Socket } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 
 export function answerProtocolErrors(server: Server): void {
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
@@ -39,6 +39,14 @@ export function rawHeaderList(raw: string[]): Array<[string, string]> {
   const out: Array<[string, string]> = [];
   for (let i = 0; i + 1 < raw.length; i += 2) out.push([raw[i].toLowerCase(), raw[i + 1]]);
   return out;
+}
+
+/** Answers protocol errors, listens, and says where: `{ port, url }` (port 0 picks a free one). */
+export async function start(server: Server, port: number, host: string): Promise<{ port: number; url: string }> {
+  answerProtocolErrors(server);
+  await listen(server, port, host);
+  const actual = (server.address() as AddressInfo).port;
+  return { port: actual, url: `http://${host.includes(':') ? `[${host}]` : host}:${actual}` };
 }
 
 /** Listens, turning "port in use" and friends into one clear message. */

@@ -10,7 +10,6 @@
 import httpProxy from 'http-proxy';
 import * as http from 'node:http';
 import * as https from 'node:https';
-import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { promises as fsp } from 'node:fs';
 import { finished } from 'node:stream/promises';
@@ -18,7 +17,7 @@ import { Readable } from 'node:stream';
 import { Body, Exchange, HeaderList, headerValue } from '../fixture/model';
 import { BodyStore, isTextContentType } from '../fixture/store';
 import { fileSequence, FixtureFormat, fixtureFileName, serialize, writeFileAtomic } from '../fixture/files';
-import { answerProtocolErrors, HOP_BY_HOP, listen, rawHeaderList, UserError } from '../http/server';
+import { HOP_BY_HOP, rawHeaderList, start, UserError } from '../http/server';
 import { errorBody } from '../registry/errors';
 import { pathToRealm, rewriteChallengeRealm } from '../registry/auth';
 import { isRedirect, redirectPath, redirectTarget } from '../registry/redirect';
@@ -290,13 +289,10 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
 export async function record(opts: RecordOptions): Promise<RecordServer> {
   const recorder = await createRecorder(opts);
   const server = http.createServer((req, res) => recorder.handle(req, res));
-  answerProtocolErrors(server);
   const host = opts.host ?? '127.0.0.1';
-  await listen(server, opts.port ?? 8000, host);
-  const port = (server.address() as AddressInfo).port;
-  const shownHost = host.includes(':') ? `[${host}]` : host;
+  const { port, url } = await start(server, opts.port ?? 8000, host);
   return {
-    url: `http://${shownHost}:${port}`,
+    url,
     port,
     host,
     upstream: recorder.upstream,

@@ -26,7 +26,7 @@ export function rewriteLocationHeaders(
   return headers.map(([n, v]) => {
     const lower = n.toLowerCase();
     if (lower === 'location' || lower === 'content-location') return [n, retarget(v, upstreamOrigins, target) ?? v];
-    if (lower === 'link') return [n, v.replace(/<([^>]*)>/g, (all, url: string) => `<${retarget(url, upstreamOrigins, target) ?? url}>`)];
+    if (lower === 'link') return [n, v.replace(/<([^>]*)>/g, (_all, url: string) => `<${retarget(url, upstreamOrigins, target) ?? url}>`)];
     return [n, v];
   });
 }

@@ -14,12 +14,6 @@ export function placeholderUploads(s: string): string {
   return s.replace(SESSION, `$1${UPLOAD_ID}`).replace(STATE, `$1${UPLOAD_STATE}`);
 }
 
-/** The session id of an upload URL, if any. */
-export function uploadSession(urlPath: string): string | undefined {
-  const m = /\/blobs\/uploads\/([^/?#]+)/.exec(urlPath);
-  return m ? m[1] : undefined;
-}
-
 /** Fills a recorded upload URL's placeholders with a live session. */
 export function fillUploads(s: string, session: string, state: string): string {
   return s.split(UPLOAD_ID).join(session).split(UPLOAD_STATE).join(state);

@@ -7,10 +7,9 @@ import { createReadStream } from 'node:fs';
 import { once } from 'node:events';
 import { Readable } from 'node:stream';
 import * as http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { HeaderList, ORIGIN_PLACEHOLDER } from '../fixture/model';
 import { LoadedExchange, loadFixtures } from '../fixture/files';
-import { answerProtocolErrors, HOP_BY_HOP, listen, rawHeaderList } from '../http/server';
+import { HOP_BY_HOP, rawHeaderList, start } from '../http/server';
 import { Matcher, Miss, RequestView } from './match';
 import { errorBody } from '../registry/errors';
 import { routeOf, unknownCode } from '../registry/routes';
@@ -214,13 +213,10 @@ export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
   const server = http.createServer(app);
   let closing: Promise<void> | undefined;
   const summary = (): ReplaySummary => ({ served, unmatched: [...misses], unused: matcher.unused(), recorded: recorder?.written() ?? [] });
-  answerProtocolErrors(server);
   const host = opts.host ?? '127.0.0.1';
-  await listen(server, opts.port ?? 8000, host);
-  const port = (server.address() as AddressInfo).port;
-  const shownHost = host.includes(':') ? `[${host}]` : host;
+  const { port, url } = await start(server, opts.port ?? 8000, host);
   return {
-    url: `http://${shownHost}:${port}`,
+    url,
     port,
     host,
     exchanges: matcher.size,
