@@ -16,7 +16,7 @@ import { finished } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { Body, Exchange, HeaderList, headerValue } from '../fixture/model';
 import { BodyStore, isTextContentType } from '../fixture/store';
-import { fileSequence, FixtureFormat, fixtureFileName, serialize, writeFileAtomic } from '../fixture/files';
+import { fileSequence, FixtureFormat, fixtureFileName, removeStaleTempFiles, serialize, writeFileAtomic } from '../fixture/files';
 import { HOP_BY_HOP, rawHeaderList, start, UserError } from '../http/server';
 import { errorBody } from '../registry/errors';
 import { pathToRealm, rewriteChallengeRealm } from '../registry/auth';
@@ -97,6 +97,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
   });
   const store = new BodyStore(out);
   await store.cleanTemp();
+  await removeStaleTempFiles(out);
   if (opts.checkUpstream !== false) await checkUpstream(upstream);
 
   const upstreamOrigins = new Set([upstream.origin]);
@@ -111,7 +112,11 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
     secure: true,
     selfHandleResponse: true,
     xfwd: false,
-    proxyTimeout: opts.upstreamTimeoutMs ?? 60_000,
+  });
+  const timeoutMs = opts.upstreamTimeoutMs ?? 60_000;
+  // An upstream that stops answering (before or during the body) fails the request after timeoutMs idle.
+  proxy.on('proxyReq', (proxyReq) => {
+    proxyReq.setTimeout(timeoutMs, () => proxyReq.destroy(Object.assign(new Error('upstream timeout'), { code: 'ETIMEDOUT' })));
   });
 
   const targetOf = (url: string): Target | undefined => {
@@ -157,6 +162,20 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
   };
 
   const handle = (req: http.IncomingMessage, res: http.ServerResponse, preread?: Buffer): void => {
+    try {
+      forward(req, res, preread);
+    } catch (e) {
+      // A bug must cost one request, never the recorder.
+      log(`regtape: internal error on ${req.method} ${req.url}: ${(e as Error).stack ?? e}`);
+      if (!res.headersSent) {
+        const body = errorBody('UNKNOWN', `regtape: internal error: ${(e as Error).message}`);
+        res.writeHead(500, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+        res.end(body);
+      } else res.destroy();
+    }
+  };
+
+  const forward = (req: http.IncomingMessage, res: http.ServerResponse, preread?: Buffer): void => {
     const started = process.hrtime.bigint();
     const liveOrigin = `http://${req.headers.host ?? `${opts.host ?? '127.0.0.1'}:${opts.port ?? 8000}`}`;
     const reqHeaders: HeaderList = rawHeaderList(req.rawHeaders).filter(([n]) => !HOP_BY_HOP.has(n) && n !== 'host');
@@ -201,13 +220,16 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
     const agent = target.origin.startsWith('https:') ? agents['https:'] : agents['http:'];
     proxy.web(req, res, { target: target.origin, agent, ...(preread ? { buffer: Readable.from([preread]) } : {}) }, (err: NodeJS.ErrnoException) => {
       const what = target.kind === 'upstream' ? 'upstream' : target.kind === 'token' ? 'token realm' : 'redirect target';
-      const message = `regtape: ${what} ${target.origin} failed: ${err.code ?? err.message}`;
+      const timedOut = err.code === 'ETIMEDOUT';
+      const message = timedOut
+        ? `regtape: ${what} ${target.origin} timed out: no answer within ${timeoutMs} ms`
+        : `regtape: ${what} ${target.origin} failed: ${err.code ?? err.message}`;
       if (!res.headersSent) {
         const body = errorBody('UNAVAILABLE', message);
-        res.writeHead(502, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+        res.writeHead(timedOut ? 504 : 502, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
         res.end(body);
       } else res.destroy();
-      fail(err.code ?? err.message);
+      fail(timedOut ? `timeout after ${timeoutMs} ms` : (err.code ?? err.message));
     });
 
     onResponse.set(req, (proxyRes) => {
@@ -219,11 +241,14 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
       res.writeHead(status, proxyRes.statusMessage, flat);
       const sink = store.sink({ inlineText: secret || isTextContentType(headerValue(upstreamHeaders, 'content-type')), memoryOnly: secret });
       resSink = sink;
+      let sinkError: NodeJS.ErrnoException | undefined;
+      sink.on('error', (e: NodeJS.ErrnoException) => (sinkError = e));
       let ok = true;
       proxyRes.on('aborted', () => (ok = false));
       proxyRes.on('error', () => (ok = false));
       tee(proxyRes, res, sink).then(
         async (complete) => {
+          if (sinkError) return fail(`cannot keep the body in ${store.dir}: ${sinkError.code ?? sinkError.message}`);
           if (!complete || !ok || !(req.complete || preread)) return fail('connection closed before the exchange completed');
           try {
             await finished(reqSink);
@@ -250,8 +275,9 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
             log(`${method} ${recordedUrl} ${status} ${sink.bytes}B ${ms.toFixed(0)}ms -> ${path.basename(file)}`);
             settle();
           } catch (e) {
-            process.stderr.write(`regtape: could not write a fixture for ${method} ${url}: ${(e as Error).message}\n`);
-            fail('write error');
+            const code = (e as NodeJS.ErrnoException).code;
+            log(`regtape: could not write a fixture for ${method} ${url} into ${out}: ${code ?? (e as Error).message}`);
+            fail(`write error ${code ?? ''}`.trim());
           }
         },
         () => fail('stream error'),
@@ -305,7 +331,9 @@ export async function record(opts: RecordOptions): Promise<RecordServer> {
       server.closeAllConnections();
       await closed;
       recorder.close();
-      await fsp.rmdir(new BodyStore(recorder.out).tmpDir).catch(() => undefined);
+      const tmp = new BodyStore(recorder.out).tmpDir;
+      await fsp.rmdir(tmp).catch(() => undefined);
+      await fsp.rmdir(path.dirname(tmp)).catch(() => undefined);
     }),
   };
 }

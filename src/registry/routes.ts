@@ -35,7 +35,15 @@ export function routeOf(urlPath: string): Route {
   let m: RegExpExecArray | null;
   if ((m = UPLOAD.exec(p))) return { kind: 'upload', name: m[1], ...(m[2] ? { session: m[2] } : {}) };
   if ((m = BLOB.exec(p))) return { kind: 'blob', name: m[1], digest: m[2] };
-  if ((m = MANIFEST.exec(p))) return { kind: 'manifest', name: m[1], reference: decodeURIComponent(m[2]) };
+  if ((m = MANIFEST.exec(p))) {
+    let reference: string;
+    try {
+      reference = decodeURIComponent(m[2]);
+    } catch {
+      return { kind: 'other' }; // not a valid percent-encoding: no registry route
+    }
+    return { kind: 'manifest', name: m[1], reference };
+  }
   if ((m = TAGS.exec(p))) return { kind: 'tags', name: m[1] };
   if ((m = REFERRERS.exec(p))) return { kind: 'referrers', name: m[1], digest: m[2] };
   return { kind: 'other' };

@@ -123,7 +123,19 @@ export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
   const app = express();
   app.disable('x-powered-by');
   app.disable('etag');
-  app.use(async (req: Request, res: Response) => {
+  app.use((req: Request, res: Response) => {
+    handle(req, res).catch((e: Error) => {
+      // A bug must cost one request, never the server.
+      process.stderr.write(`regtape: internal error on ${req.method} ${req.originalUrl}: ${e.stack ?? e.message}\n`);
+      if (!res.headersSent) {
+        const body = errorBody('UNKNOWN', `regtape: internal error: ${e.message}`);
+        res.writeHead(500, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+        res.end(body);
+      } else res.destroy();
+    });
+  });
+
+  const handle = async (req: Request, res: Response): Promise<void> => {
     const started = process.hrtime.bigint();
     const view: RequestView = { method: req.method, url: req.originalUrl, headers: rawHeaderList(req.rawHeaders) };
     const done = (status: number, bytes: number, note = ''): void => {
@@ -208,7 +220,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
     }
     served++;
     serveExchange(req, res, ex, done, (v) => pushes.fill(v, session), cutAfter);
-  });
+  };
 
   const server = http.createServer(app);
   let closing: Promise<void> | undefined;
