@@ -384,7 +384,13 @@ async function checkUpstream(u: URL): Promise<void> {
     });
     req.on('timeout', () => req.destroy(Object.assign(new Error('no answer in 10 s'), { code: 'ETIMEDOUT' })));
     req.on('error', (e: NodeJS.ErrnoException) =>
-      reject(new UserError(`upstream ${u.origin} is unreachable (${e.code ?? e.message}): check --upstream and the network`)),
+      reject(
+        new UserError(
+          /CERT|SSL|TLS/i.test(e.code ?? '')
+            ? `upstream ${u.origin}: its TLS certificate is not trusted (${e.code}): for a private CA, start regtape with NODE_EXTRA_CA_CERTS=/path/to/ca.pem`
+            : `upstream ${u.origin} is unreachable (${e.code ?? e.message}): check --upstream and the network`,
+        ),
+      ),
     );
     req.end();
   });

@@ -30,7 +30,8 @@ export function splitUrl(url: string): { path: string; query: string } {
 /** Query parameters sorted, so that order never matters; values compared decoded. */
 export function normalizeQuery(query: string): string {
   if (!query) return '';
-  const pairs = [...new URLSearchParams(query)].map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`);
+  // containerd adds `ns=<upstream host>` when it uses a registry as a mirror: the same request otherwise.
+  const pairs = [...new URLSearchParams(query)].filter(([k]) => k !== 'ns').map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`);
   return pairs.sort().join('&');
 }
 

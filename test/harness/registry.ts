@@ -35,6 +35,8 @@ export interface RegistryOptions {
   tmp?: TempDirs;
   /** docker-registry binary (default $REGTAPE_REGISTRY_BIN or 'docker-registry') */
   binary?: string;
+  /** serve https with a self-signed certificate for 127.0.0.1 (its PEM is in `caCert`) */
+  tls?: boolean;
 }
 
 export interface Registry {
@@ -61,6 +63,8 @@ export interface Registry {
   /** redirect/hub: 'http://127.0.0.1:CPORT' (the redirect middleware's baseurl, without the slash) */
   cdnUrl?: string;
   cdn?: BlobCdn;
+  /** tls: the path of the self-signed certificate (PEM) the registry serves */
+  caCert?: string;
   /** the registry's stdout+stderr (last 200 lines) */
   logs(): string;
   /** stops the registry, the token server and the CDN, then removes stateDir; idempotent */
@@ -147,6 +151,15 @@ export async function startRegistry(opts: RegistryOptions): Promise<Registry> {
 
   try {
     const extra: string[] = [];
+    let caCert: string | undefined;
+    if (opts.tls) {
+      caCert = path.join(stateDir, 'tls.crt');
+      const key = path.join(stateDir, 'tls.key');
+      const r = await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', caCert]);
+      if (r.code !== 0) throw new Error(`openssl could not make a certificate: ${r.stderr}`);
+      // nested under `http:`, which registryConfig writes last before the extra lines
+      extra.push('  tls:', `    certificate: ${q(caCert)}`, `    key: ${q(key)}`);
+    }
     if (mode === 'basic') {
       const htpasswd = path.join(stateDir, 'htpasswd');
       fs.writeFileSync(htpasswd, await htpasswdFile(users));
@@ -194,7 +207,8 @@ export async function startRegistry(opts: RegistryOptions): Promise<Registry> {
       return {
         mode,
         host,
-        url: `http://${host}`,
+        url: `${opts.tls ? 'https' : 'http'}://${host}`,
+        caCert,
         port,
         pid: child.pid ?? -1,
         dataDir,

@@ -15,9 +15,9 @@ export class CliProcess {
   stderr = '';
   readonly exited: Promise<number | null>;
 
-  constructor(args: string[], cwd?: string) {
+  constructor(args: string[], cwd?: string, env?: NodeJS.ProcessEnv) {
     ensureBuilt();
-    this.child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     this.child.stdout!.on('data', (c: Buffer) => (this.stdout += c.toString()));
     this.child.stderr!.on('data', (c: Buffer) => (this.stderr += c.toString()));
     this.exited = new Promise((resolve) => this.child.on('exit', (code) => resolve(code)));

@@ -85,3 +85,10 @@ describe('Matcher', () => {
     expect(m.unservable).toEqual([lone]);
   });
 });
+
+describe('mirror requests', () => {
+  it("ignore containerd's ns= parameter", () => {
+    expect(normalizeQuery('ns=docker.io')).toBe('');
+    expect(normalizeQuery('n=10&ns=docker.io')).toBe(normalizeQuery('n=10'));
+  });
+});
