@@ -211,7 +211,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
       res.writeHead(404, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'docker-distribution-api-version': 'registry/2.0', 'x-regtape': 'unmatched' });
       res.end(req.method === 'HEAD' ? undefined : body);
       process.stderr.write(`${message}\n`);
-      done(404, 0, ' UNMATCHED');
+      done(404, req.method === 'HEAD' ? 0 : Buffer.byteLength(body), ' UNMATCHED');
       return;
     }
     if (manifestBytes && route.kind === 'manifest') {

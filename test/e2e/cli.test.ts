@@ -37,7 +37,7 @@ describe('regtape replay on the bundled example', () => {
     await request(`http://127.0.0.1:${port}/v2/demo/hello/manifests/nope`);
     const code = await cli.stop('SIGTERM');
     expect(code).toBe(0);
-    expect(cli.stderr).toContain('GET /v2/demo/hello/manifests/nope 404 0B');
+    expect(cli.stderr).toMatch(/GET \/v2\/demo\/hello\/manifests\/nope 404 \d+B [\d.]+ms UNMATCHED/);
     expect(cli.stderr).toMatch(/regtape: served \d+ requests, 1 unmatched, \d+ fixtures unused/);
     expect(cli.stderr).toContain('regtape: unmatched GET /v2/demo/hello/manifests/nope');
   });
