@@ -18,6 +18,7 @@ import * as path from 'path';
 import { Image, tarArchive } from './image';
 import { Procs } from './procs';
 import { describeFailure, run, RunOptions, RunResult } from './run';
+import { mountsUnder, processAlive, processesUsing } from './sys';
 import { defaultTempDirs, TempDirs } from './tmp';
 
 export interface ContainerdOptions {
@@ -109,45 +110,6 @@ function ctrdEnv(tmpDir: string): NodeJS.ProcessEnv {
   return env;
 }
 
-function liveProcess(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-function pidsMentioning(dir: string): number[] {
-  const out: number[] = [];
-  for (const e of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(e) || Number(e) === process.pid) continue;
-    try {
-      if (fs.readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0').some((a) => a.includes(dir)) && liveProcess(Number(e))) out.push(Number(e));
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}
-
-function mountPointsUnder(dir: string): string[] {
-  let text = '';
-  try {
-    text = fs.readFileSync('/proc/self/mountinfo', 'utf8');
-  } catch {
-    return [];
-  }
-  const unescape = (s: string): string => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-  return text
-    .split('\n')
-    .map((l) => l.split(' ')[4])
-    .filter((m): m is string => !!m)
-    .map(unescape)
-    .filter((m) => m === dir || m.startsWith(dir + path.sep))
-    .sort((a, b) => b.length - a.length);
-}
 
 const tomlString = (s: string): string => JSON.stringify(s);
 
@@ -194,7 +156,7 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
       await procs.stopAll();
       // anything else still running from our state dir (a shim, a stray ctr): ours, by construction
       for (const sig of ['SIGTERM', 'SIGKILL'] as const) {
-        const pids = pidsMentioning(stateDir);
+        const pids = processesUsing(stateDir);
         if (!pids.length) break;
         for (const p of pids) {
           try {
@@ -203,9 +165,9 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
             /* gone */
           }
         }
-        for (let i = 0; i < 30 && pids.some(liveProcess); i++) await sleep(100);
+        for (let i = 0; i < 30 && pids.some(processAlive); i++) await sleep(100);
       }
-      for (const m of mountPointsUnder(stateDir)) await run('umount', ['-l', m], { timeoutMs: 10_000 });
+      for (const m of mountsUnder(stateDir)) await run('umount', ['-l', m], { timeoutMs: 10_000 });
       tmp.remove(stateDir);
       if (ownLogDir) tmp.remove(logDir);
     })();

@@ -17,6 +17,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { Procs } from './procs';
 import { describeFailure, run, RunOptions, RunResult } from './run';
+import { mountsUnder, processAlive } from './sys';
+export { processAlive } from './sys';
 import { defaultTempDirs, TempDirs } from './tmp';
 
 export interface DockerdOptions {
@@ -92,21 +94,6 @@ function cleanEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-/** live (not zombie) process? */
-export function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
 function cmdlineOf(pid: number): string {
   try {
     return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
@@ -115,23 +102,6 @@ function cmdlineOf(pid: number): string {
   }
 }
 
-/** mount points at or under dir, deepest first */
-function mountsUnder(dir: string): string[] {
-  let text = '';
-  try {
-    text = fs.readFileSync('/proc/self/mountinfo', 'utf8');
-  } catch {
-    return [];
-  }
-  const unescape = (s: string): string => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-  return text
-    .split('\n')
-    .map((l) => l.split(' ')[4])
-    .filter((m): m is string => !!m)
-    .map(unescape)
-    .filter((m) => m === dir || m.startsWith(dir + path.sep))
-    .sort((a, b) => b.length - a.length);
-}
 
 export async function startDockerd(opts: DockerdOptions = {}): Promise<Dockerd> {
   const mirrors = opts.mirrors ?? [];

@@ -22,6 +22,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { Image } from './image';
 import { describeFailure, run, RunOptions, RunResult } from './run';
+import { mountsUnder, processesUsing } from './sys';
 import { defaultTempDirs, TempDirs } from './tmp';
 
 export interface PodmanOptions {
@@ -85,38 +86,6 @@ const PODMAN = (): string => process.env.REGTAPE_PODMAN ?? 'podman';
 
 const b64name = (s: string): string => '=' + Buffer.from(s).toString('base64');
 const sha256hex = (b: Buffer): string => crypto.createHash('sha256').update(b).digest('hex');
-
-/** PIDs of live processes whose command line mentions `dir` (only ours: the dir is a fresh mkdtemp) */
-function processesUsing(dir: string): number[] {
-  const out: number[] = [];
-  for (const e of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(e) || Number(e) === process.pid) continue;
-    try {
-      const cmd = fs.readFileSync(`/proc/${e}/cmdline`, 'utf8');
-      if (cmd.split('\0').some((a) => a.includes(dir))) out.push(Number(e));
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}
-
-function mountsBelow(dir: string): string[] {
-  let text = '';
-  try {
-    text = fs.readFileSync('/proc/self/mountinfo', 'utf8');
-  } catch {
-    return [];
-  }
-  const unescape = (s: string): string => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-  return text
-    .split('\n')
-    .map((l) => l.split(' ')[4])
-    .filter((m): m is string => !!m)
-    .map(unescape)
-    .filter((m) => m === dir || m.startsWith(dir + path.sep))
-    .sort((a, b) => b.length - a.length);
-}
 
 /** Create a throw-away rootful podman setup (no process keeps running). */
 export function createPodman(opts: PodmanOptions = {}): Podman {
@@ -255,7 +224,7 @@ export function createPodman(opts: PodmanOptions = {}): Podman {
         }
         await new Promise((r) => setTimeout(r, 500));
       }
-      for (const m of mountsBelow(stateDir)) await run('umount', ['-l', m], { timeoutMs: 10_000 });
+      for (const m of mountsUnder(stateDir)) await run('umount', ['-l', m], { timeoutMs: 10_000 });
       tmp.remove(stateDir);
     })();
     return removing;
