@@ -11,8 +11,11 @@
  * so RSS is per process (VmHWM after clear_refs, plus 50 ms VmRSS sampling).
  * Prints a table and writes bench/results/latest.json plus a timestamped copy.
  *
- * env: BENCH_LAYER_MB (200), BENCH_ROUNDS (3), BENCH_WRK_SECONDS (5), BENCH_FIXTURES (10000),
+ * env: BENCH_LAYER_MB (200), BENCH_ROUNDS (5), BENCH_WRK_SECONDS (5), BENCH_FIXTURES (10000),
+ *      BENCH_REGTAPE_CLI (default <repo>/dist/cli.js: another build's cli.js, for A/B runs),
  *      REGTAPE_KEEP=1 keeps the temp dirs (for their logs).
+ * Besides wall-clock numbers it reports the CPU seconds (user+sys, /proc/PID/stat) each server process
+ * spent per 200 MB GET and per pull: on a small shared machine that is the steadier number.
  * Needs: docker-registry, skopeo, wrk, curl. Everything runs on 127.0.0.1, free ports, temp dirs.
  */
 import { ChildProcess } from 'child_process';
@@ -36,7 +39,7 @@ const envNum = (name: string, def: number, min: number): number => {
   return n;
 };
 const LAYER_MB = envNum('BENCH_LAYER_MB', 200, 1);
-const ROUNDS = Math.floor(envNum('BENCH_ROUNDS', 3, 1));
+const ROUNDS = Math.floor(envNum('BENCH_ROUNDS', 5, 1));
 const WRK_SECONDS = Math.floor(envNum('BENCH_WRK_SECONDS', 5, 1));
 const N_FIXTURES = Math.floor(envNum('BENCH_FIXTURES', 10000, 1));
 const CONNECTIONS = 16;
@@ -53,7 +56,7 @@ function findRoot(): string {
   }
 }
 const ROOT = findRoot();
-const CLI = path.join(ROOT, 'dist', 'cli.js');
+const CLI = path.resolve(process.env.BENCH_REGTAPE_CLI || path.join(ROOT, 'dist', 'cli.js'));
 
 const log = (s: string): void => void process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${s}\n`);
 
@@ -80,6 +83,18 @@ function memOf(pid: number): { rss: number; hwm: number } | undefined {
   }
 }
 
+/** CPU seconds (user + sys) a process has used so far (/proc/PID/stat fields 14 and 15, in clock ticks). */
+const CLK_TCK = 100; // Linux's USER_HZ on every architecture node runs on
+function cpuOf(pid: number): number {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields from 3 on; the name may hold spaces
+    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+  } catch {
+    return NaN;
+  }
+}
+
 /** Resets the peak RSS (VmHWM) of a process we started (Linux >= 4.0: clear_refs 5). */
 function resetPeak(pid: number): boolean {
   try {
@@ -91,9 +106,10 @@ function resetPeak(pid: number): boolean {
 }
 
 /** Runs fn while tracking the peak RSS of pid: VmHWM reset before, read after, plus VmRSS sampled every 50 ms. */
-async function withPeak<T>(pid: number, fn: () => Promise<T>, reset = true): Promise<{ value: T; peakMiB: number }> {
+async function withPeak<T>(pid: number, fn: () => Promise<T>, reset = true): Promise<{ value: T; peakMiB: number; cpuS: number }> {
   if (reset) resetPeak(pid);
   let sampled = memOf(pid)?.rss ?? 0;
+  const cpu0 = cpuOf(pid);
   const timer = setInterval(() => {
     const m = memOf(pid);
     if (m && m.rss > sampled) sampled = m.rss;
@@ -101,7 +117,7 @@ async function withPeak<T>(pid: number, fn: () => Promise<T>, reset = true): Pro
   try {
     const value = await fn();
     const m = memOf(pid);
-    return { value, peakMiB: Math.max(sampled, m?.hwm ?? 0, m?.rss ?? 0) };
+    return { value, peakMiB: Math.max(sampled, m?.hwm ?? 0, m?.rss ?? 0), cpuS: cpuOf(pid) - cpu0 };
   } finally {
     clearInterval(timer);
   }
@@ -435,6 +451,8 @@ async function main(): Promise<void> {
 }
 
 async function bench(h: Harness, began: number): Promise<void> {
+  const loadStart = os.loadavg().map((x) => round(x, 2));
+  if (loadStart[0] > 1) log(`note: load average ${loadStart.join(' ')} before the start: other work shares the CPUs, numbers will be noisier`);
   // ---- 1. set-up
   log(`set-up: docker-registry, images of ${LAYER_MB} MiB and 2 MiB, ${ROUNDS} rounds, wrk ${WRK_SECONDS}s x${CONNECTIONS}`);
   const reg: Registry = await h.startRegistry({ mode: 'plain', logLevel: 'error' });
@@ -486,6 +504,7 @@ async function bench(h: Harness, began: number): Promise<void> {
 
   const S = {
     blobBig: { registry: [] as number[], regtape: [] as number[] },
+    blobBigCpu: { registry: [] as number[], regtape: [] as number[] },
     blobSmallRps: { registry: [] as number[], regtape: [] as number[] },
     blobSmallMiB: { registry: [] as number[], regtape: [] as number[] },
     blobSmallRss: { registry: [] as number[], regtape: [] as number[] },
@@ -497,6 +516,9 @@ async function bench(h: Harness, began: number): Promise<void> {
     pullDirectRss: [] as number[],
     pullReplayRss: [] as number[],
     pullRecordRss: [] as number[],
+    pullDirectCpu: [] as number[],
+    pullReplayCpu: [] as number[],
+    pullRecordCpu: [] as number[],
     recordStartMs: [] as number[],
   };
   const errors: string[] = [];
@@ -508,7 +530,13 @@ async function bench(h: Harness, began: number): Promise<void> {
     const order: Side[] = i % 2 === 0 ? ['registry', 'regtape'] : ['regtape', 'registry'];
     log(`round ${i + 1}/${ROUNDS}: ${order.join(' then ')}`);
     // 2. 200 MB blob GET throughput (curl -> /dev/null), two GETs each
-    for (const s of order) for (let k = 0; k < 2; k++) S.blobBig[s].push(await curlGet(bigBlob(s), big.layerSize));
+    for (const s of order) {
+      for (let k = 0; k < 2; k++) {
+        const { value, cpuS } = await withPeak(servers[s].pid, () => curlGet(bigBlob(s), big.layerSize));
+        S.blobBig[s].push(value);
+        S.blobBigCpu[s].push(cpuS);
+      }
+    }
     // 3. 2 MB blobs, 16 connections
     for (const s of order) {
       const { value, peakMiB } = await withPeak(servers[s].pid, () => wrk(smallBlob(s), [], WRK_SECONDS));
@@ -530,21 +558,24 @@ async function bench(h: Harness, began: number): Promise<void> {
     for (const p of rot) {
       const verify = i === 0;
       if (p === 'direct') {
-        const { value, peakMiB } = await withPeak(reg.pid, () => timedPull(h, reg.host, 'test/big', verify));
+        const { value, peakMiB, cpuS } = await withPeak(reg.pid, () => timedPull(h, reg.host, 'test/big', verify));
         S.pullDirect.push(value);
         S.pullDirectRss.push(peakMiB);
+        S.pullDirectCpu.push(cpuS);
       } else if (p === 'replay') {
-        const { value, peakMiB } = await withPeak(rep.pid, () => timedPull(h, rep.host, 'test/big', verify));
+        const { value, peakMiB, cpuS } = await withPeak(rep.pid, () => timedPull(h, rep.host, 'test/big', verify));
         S.pullReplay.push(value);
         S.pullReplayRss.push(peakMiB);
+        S.pullReplayCpu.push(cpuS);
       } else {
         const out = h.tempDir(`record-round${i + 1}`);
         const rec = await startRegtape(h, 'record', ['record', '--upstream', reg.url, '--out', out]);
         S.recordStartMs.push(rec.startMs);
         // not reset: the recorder's peak over its whole life (start-up included)
-        const { value, peakMiB } = await withPeak(rec.pid, () => timedPull(h, rec.host, 'test/big', verify), false);
+        const { value, peakMiB, cpuS } = await withPeak(rec.pid, () => timedPull(h, rec.host, 'test/big', verify), false);
         S.pullRecord.push(value);
         S.pullRecordRss.push(peakMiB);
+        S.pullRecordCpu.push(cpuS);
         await h.procs.stop(rec.name);
         if (verify) {
           const stored = path.join(out, 'bodies', 'sha256', big.layerDigest.slice('sha256:'.length));
@@ -555,7 +586,7 @@ async function bench(h: Harness, began: number): Promise<void> {
       }
     }
     log(
-      `  200MB GET MiB/s reg ${S.blobBig.registry.slice(-2).map((x) => x.toFixed(0))} tape ${S.blobBig.regtape.slice(-2).map((x) => x.toFixed(0))}; ` +
+      `  ${LAYER_MB}MiB GET MiB/s reg ${S.blobBig.registry.slice(-2).map((x) => x.toFixed(0))} tape ${S.blobBig.regtape.slice(-2).map((x) => x.toFixed(0))}; ` +
         `2MB rps reg ${S.blobSmallRps.registry.at(-1)?.toFixed(0)} tape ${S.blobSmallRps.regtape.at(-1)?.toFixed(0)}; ` +
         `manifest rps reg ${S.manifestRps.registry.at(-1)?.toFixed(0)} tape ${S.manifestRps.regtape.at(-1)?.toFixed(0)}; ` +
         `pull s direct ${S.pullDirect.at(-1)?.toFixed(2)} replay ${S.pullReplay.at(-1)?.toFixed(2)} record ${S.pullRecord.at(-1)?.toFixed(2)}`,
@@ -608,6 +639,7 @@ async function bench(h: Harness, began: number): Promise<void> {
   // ---- results
   const metrics: Metric[] = [
     metric('blob_200mb_get', `${LAYER_MB} MiB blob GET throughput`, 'MiB/s', S.blobBig.registry, S.blobBig.regtape, 'ratio >= 1.0', { on: 'ratio', dir: 'ge', value: 1 }),
+    metric('blob_200mb_get_cpu', `server CPU per ${LAYER_MB} MiB GET`, 'cpu s', S.blobBigCpu.registry, S.blobBigCpu.regtape, '(info)'),
     metric('blob_2mb_x16_rps', '2 MiB blob GETs x16 conns', 'req/s', S.blobSmallRps.registry, S.blobSmallRps.regtape, 'ratio > 4.4', { on: 'ratio', dir: 'gt', value: 4.4 }),
     metric('blob_2mb_x16_mibps', '2 MiB blob GETs x16 conns', 'MiB/s', S.blobSmallMiB.registry, S.blobSmallMiB.regtape, '(info)'),
     metric('blob_2mb_x16_peak_rss', 'server peak RSS during 2 MiB x16', 'MiB', S.blobSmallRss.registry, S.blobSmallRss.regtape, 'regtape < 200', { on: 'regtape', dir: 'lt', value: 200 }),
@@ -615,8 +647,10 @@ async function bench(h: Harness, began: number): Promise<void> {
     metric('manifest_x16_peak_rss', 'server peak RSS during manifest x16', 'MiB', S.manifestRss.registry, S.manifestRss.regtape, '(info)'),
     metric('pull_replay_s', `skopeo pull ${LAYER_MB} MiB image, direct vs replay`, 's', S.pullDirect, S.pullReplay, 'ratio <= 1.0', { on: 'ratio', dir: 'le', value: 1 }),
     metric('pull_replay_peak_rss', 'server peak RSS during that pull', 'MiB', S.pullDirectRss, S.pullReplayRss, '(info)'),
+    metric('pull_replay_cpu', 'server CPU during that pull', 'cpu s', S.pullDirectCpu, S.pullReplayCpu, '(info)'),
     metric('pull_record_s', `skopeo pull ${LAYER_MB} MiB image, direct vs via record`, 's', S.pullDirect, S.pullRecord, 'ratio <= 1.2', { on: 'ratio', dir: 'le', value: 1.2 }),
     metric('pull_record_peak_rss', 'recorder peak RSS during that pull', 'MiB', undefined, S.pullRecordRss, 'regtape < 150', { on: 'regtape', dir: 'lt', value: 150 }),
+    metric('pull_record_cpu', 'server CPU during that pull (registry: direct pull)', 'cpu s', S.pullDirectCpu, S.pullRecordCpu, '(info)', undefined, 'the registry also serves the recorder, using about as much CPU as in the direct pull'),
     metric('replay_start_10k_s', `replay start-up, ${N_FIXTURES} fixtures`, 's', undefined, startBig.map((x) => x / 1000), 'regtape < 1', { on: 'regtape', dir: 'lt', value: 1 }),
     metric('replay_start_10k_rss', `replay RSS after start, ${N_FIXTURES} fixtures`, 'MiB', undefined, startBigRss, '(info)'),
     metric('replay_start_small_s', `replay start-up, ${fixtures.length} fixtures (reference)`, 's', undefined, startSmall.map((x) => x / 1000), '(info)'),
@@ -642,6 +676,9 @@ async function bench(h: Harness, began: number): Promise<void> {
       kernel: os.release(),
       git: git.stdout.trim(),
       srcDirty: dirty.stdout.trim() !== '',
+      cli: CLI,
+      loadavgStart: loadStart,
+      loadavgEnd: os.loadavg().map((x) => round(x, 2)),
     },
     config: {
       layerMiB: LAYER_MB,
