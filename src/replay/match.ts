@@ -105,25 +105,40 @@ export class Matcher {
   }
 
   private lookup(req: RequestView, advance: boolean): LoadedExchange | undefined {
-    const bucket = this.buckets.get(bucketKey(req));
+    const key = bucketKey(req);
+    const bucket = this.buckets.get(key);
     if (!bucket) return undefined;
     const route = routeOf(splitUrl(req.url).path);
     let pool = bucket;
+    // = requestIdentity(req), without computing the route and the bucket key again
+    let counterKey = key;
     if (route.kind === 'manifest') {
       const wanted = acceptSet(headerValues(req.headers, 'accept'));
-      pool = bucket.filter((ex) => ex.response!.status >= 300 || accepts(wanted, headerValue(ex.response!.headers, 'content-type')));
+      pool = bucket.filter((ex) => ex.response!.status >= 300 || accepts(wanted, this.contentType(ex)));
       if (pool.length === 0) return undefined;
       // Prefer recordings made with the very same Accept set: they are what the registry chose for it.
-      const identity = requestIdentity(req);
-      const same = pool.filter((ex) => requestIdentity(ex.request) === identity);
+      counterKey = `${key} accept=${wanted.join(',')}`;
+      const same = pool.filter((ex) => this.identity(ex) === counterKey);
       if (same.length) pool = same;
     }
-    const counterKey = requestIdentity(req);
     const n = this.counters.get(counterKey) ?? 0;
     if (advance) this.counters.set(counterKey, n + 1);
     const ex = pool[Math.min(n, pool.length - 1)];
     this.used.add(ex);
     return ex;
+  }
+
+  // What never changes for a recorded exchange: computed once, not on every request.
+  private identities = new WeakMap<LoadedExchange, string>();
+  private contentTypes = new WeakMap<LoadedExchange, string | undefined>();
+  private identity(ex: LoadedExchange): string {
+    let id = this.identities.get(ex);
+    if (id === undefined) this.identities.set(ex, (id = requestIdentity(ex.request)));
+    return id;
+  }
+  private contentType(ex: LoadedExchange): string | undefined {
+    if (!this.contentTypes.has(ex)) this.contentTypes.set(ex, headerValue(ex.response!.headers, 'content-type'));
+    return this.contentTypes.get(ex);
   }
 
   /** Fixtures no request has used so far. */
