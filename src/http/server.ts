@@ -44,6 +44,11 @@ export function rawHeaderList(raw: string[]): Array<[string, string]> {
 /** Answers protocol errors, listens, and says where: `{ port, url }` (port 0 picks a free one). */
 export async function start(server: Server, port: number, host: string): Promise<{ port: number; url: string }> {
   answerProtocolErrors(server);
+  // Let the client close idle connections first: with node's 5 s default, a client (containerd) that
+  // reuses a connection just as the server drops it sees "unexpected EOF" on a PUT it cannot retry.
+  // Go's transports keep idle connections for 90 s at most.
+  server.keepAliveTimeout = 120_000;
+  server.headersTimeout = 125_000;
   await listen(server, port, host);
   const actual = (server.address() as AddressInfo).port;
   return { port: actual, url: `http://${host.includes(':') ? `[${host}]` : host}:${actual}` };
