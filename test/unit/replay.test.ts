@@ -6,7 +6,13 @@ import { FixtureError } from '../../src/fixture/model';
 import { request, rawExchange, TLS_CLIENT_HELLO } from '../support/http';
 
 const SEED = path.join(__dirname, '../../fixtures/seed/000_8e17b29b7c377181.txt');
-const tmp = (): string => fs.mkdtempSync(path.join(os.tmpdir(), 'regtape-unit-'));
+const made: string[] = [];
+const tmp = (): string => {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'regtape-unit-'));
+  made.push(d);
+  return d;
+};
+afterAll(() => made.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
 
 describe('replaying the seed document as it is', () => {
   let server: ReplayServer;
