@@ -18,7 +18,7 @@ import * as path from 'path';
 import { Image, tarArchive } from './image';
 import { Procs } from './procs';
 import { describeFailure, run, RunOptions, RunResult } from './run';
-import { mountsUnder, processAlive, processesUsing } from './sys';
+import { killProcessesUsing, mountsUnder } from './sys';
 import { defaultTempDirs, TempDirs } from './tmp';
 
 export interface ContainerdOptions {
@@ -155,18 +155,7 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
     stopping ??= (async () => {
       await procs.stopAll();
       // anything else still running from our state dir (a shim, a stray ctr): ours, by construction
-      for (const sig of ['SIGTERM', 'SIGKILL'] as const) {
-        const pids = processesUsing(stateDir);
-        if (!pids.length) break;
-        for (const p of pids) {
-          try {
-            process.kill(p, sig);
-          } catch {
-            /* gone */
-          }
-        }
-        for (let i = 0; i < 30 && pids.some(processAlive); i++) await sleep(100);
-      }
+      await killProcessesUsing(stateDir);
       for (const m of mountsUnder(stateDir)) await run('umount', ['-l', m], { timeoutMs: 10_000 });
       tmp.remove(stateDir);
       if (ownLogDir) tmp.remove(logDir);

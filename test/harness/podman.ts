@@ -22,7 +22,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { Image } from './image';
 import { describeFailure, run, RunOptions, RunResult } from './run';
-import { mountsUnder, processesUsing } from './sys';
+import { killProcessesUsing, mountsUnder } from './sys';
 import { defaultTempDirs, TempDirs } from './tmp';
 
 export interface PodmanOptions {
@@ -212,18 +212,7 @@ export function createPodman(opts: PodmanOptions = {}): Podman {
   const remove = (): Promise<void> => {
     removing ??= (async () => {
       // podman runs to completion, but a killed run could leave a child (conmon, a pause process) behind
-      for (const sig of ['SIGTERM', 'SIGKILL'] as const) {
-        const pids = processesUsing(stateDir);
-        if (!pids.length) break;
-        for (const p of pids) {
-          try {
-            process.kill(p, sig);
-          } catch {
-            /* gone */
-          }
-        }
-        await new Promise((r) => setTimeout(r, 500));
-      }
+      await killProcessesUsing(stateDir);
       for (const m of mountsUnder(stateDir)) await run('umount', ['-l', m], { timeoutMs: 10_000 });
       tmp.remove(stateDir);
     })();

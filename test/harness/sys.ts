@@ -44,3 +44,19 @@ export function mountsUnder(dir: string): string[] {
     .filter((m) => m === dir || m.startsWith(dir + path.sep))
     .sort((a, b) => b.length - a.length);
 }
+
+/** Stops every process still running from dir (TERM, then KILL), waiting up to 3 s after each signal. */
+export async function killProcessesUsing(dir: string): Promise<void> {
+  for (const sig of ['SIGTERM', 'SIGKILL'] as const) {
+    const pids = processesUsing(dir);
+    if (!pids.length) return;
+    for (const p of pids) {
+      try {
+        process.kill(p, sig);
+      } catch {
+        /* gone */
+      }
+    }
+    for (let i = 0; i < 30 && pids.some(processAlive); i++) await new Promise((r) => setTimeout(r, 100));
+  }
+}
