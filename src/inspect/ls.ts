@@ -4,7 +4,8 @@
  */
 import { promises as fsp } from 'node:fs';
 import { LoadedExchange } from '../fixture/files';
-import { bodyDigest, manifestText, Problem, readForInspection, RecordingIndex, referencesOf } from './verify';
+import { manifestText, plural, Problem, readForInspection, RecordingIndex, referencesOf } from './verify';
+import { bodyDigest } from '../fixture/model';
 
 export interface TagListing {
   tag: string;
@@ -181,9 +182,6 @@ function bytes(n: number): string {
   return `${n} B (${v.toFixed(1)} ${units[u]})`;
 }
 
-function plural(n: number, one: string, many = one + 's'): string {
-  return `${n} ${n === 1 ? one : many}`;
-}
 
 function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;

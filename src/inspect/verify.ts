@@ -9,8 +9,8 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { listFixtureFiles, LoadedExchange, parseFixture, storeFor } from '../fixture/files';
-import { Body, bodySize, FixtureError, headerValue, ORIGIN_PLACEHOLDER } from '../fixture/model';
+import { listFixtureFiles, LoadedExchange, parseFixture, storedBodyRefs, storeFor } from '../fixture/files';
+import { Body, bodyDigest, bodySize, FixtureError, headerValue, ORIGIN_PLACEHOLDER } from '../fixture/model';
 import { BodyStore } from '../fixture/store';
 import { isRedirect, REDIRECT_PREFIX } from '../registry/redirect';
 import { Route, routeOf } from '../registry/routes';
@@ -100,12 +100,6 @@ export async function readForInspection(paths: string[]): Promise<Inspected> {
 export const sha256Hex = (data: string | Buffer): string => 'sha256:' + createHash('sha256').update(data).digest('hex');
 
 /** The digest of a body as the recording names it: the store's digest, or the hash of inline text. */
-export function bodyDigest(body: Body): string | undefined {
-  if (body.kind === 'stored') return body.digest.startsWith('sha256:') ? body.digest : 'sha256:' + body.digest;
-  if (body.kind === 'inline') return sha256Hex(Buffer.from(body.text, 'utf8'));
-  return undefined;
-}
-
 export function where(ex: LoadedExchange): { file: string; line: number } {
   return ex.source ?? { file: '?', line: 1 };
 }
@@ -311,7 +305,7 @@ async function hashFile(file: string): Promise<string> {
   return 'sha256:' + h.digest('hex');
 }
 
-function plural(n: number, one: string, many = one + 's'): string {
+export function plural(n: number, one: string, many = one + 's'): string {
   return `${n} ${n === 1 ? one : many}`;
 }
 
@@ -332,22 +326,10 @@ export async function verify(paths: string[]): Promise<VerifyReport> {
   }
 
   // 1. Stored bodies: each distinct one stat'ed and hashed once.
+  const refs = storedBodyRefs(read.exchanges);
+  for (const { ex, message } of refs.invalid) problem(ex, 'body-missing', message);
   const bodies = new Map<string, StoredBodyCheck>();
-  for (const ex of read.exchanges) {
-    for (const body of [ex.request.body, ex.response?.body]) {
-      if (body?.kind !== 'stored') continue;
-      let p: string;
-      try {
-        p = ex.store.pathFor(body.digest);
-      } catch (e) {
-        problem(ex, 'body-missing', (e as Error).message);
-        continue;
-      }
-      let c = bodies.get(p);
-      if (!c) bodies.set(p, (c = { digest: bodyDigest(body)!, refs: [] }));
-      c.refs.push({ ex, size: body.size });
-    }
-  }
+  for (const [p, c] of refs.bodies) bodies.set(p, { digest: c.digest, refs: c.refs });
   for (const [p, c] of bodies) {
     const rel = path.relative(process.cwd(), p) || p;
     const also = (n: number): string => (n > 1 ? ` (referenced by ${plural(n, 'exchange')})` : '');

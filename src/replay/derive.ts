@@ -4,9 +4,8 @@
  * served from the manifest recorded by digest); any blob in the store is served by digest; tag lists
  * and the catalog are paginated (`n`, `last`, `Link`) from the recorded lists.
  */
-import { createHash } from 'node:crypto';
 import { LoadedExchange } from '../fixture/files';
-import { Body, Exchange, HeaderList, headerValue, headerValues } from '../fixture/model';
+import { Body, bodyDigest, Exchange, HeaderList, headerValue, headerValues } from '../fixture/model';
 import { BodyStore } from '../fixture/store';
 import { acceptSet, accepts, Route } from '../registry/routes';
 import { RequestView, splitUrl } from './match';
@@ -152,12 +151,6 @@ function synthetic(store: BodyStore, from: Exchange['source'], headers: HeaderLi
     source: from ? { ...from } : { file: '(derived)', line: 0 },
     store,
   };
-}
-
-function bodyDigest(body: Body): string | undefined {
-  if (body.kind === 'stored') return body.digest;
-  if (body.kind === 'inline') return 'sha256:' + createHash('sha256').update(body.text).digest('hex');
-  return undefined;
 }
 
 function add(m: Map<string, Set<string>>, k: string, v: string): void {

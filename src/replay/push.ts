@@ -8,7 +8,7 @@
 import { createHash, Hash, randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { LoadedExchange } from '../fixture/files';
-import { Body } from '../fixture/model';
+import { Body, bodyDigest } from '../fixture/model';
 import { errorBody } from '../registry/errors';
 import { Route, routeOf } from '../registry/routes';
 import { fillUploads } from '../registry/uploads';
@@ -97,8 +97,7 @@ export class PushState {
   /** A manifest PUT must carry the recorded manifest, byte for byte. */
   checkManifest(bytes: Buffer, recorded: Body, repo: string, reference: string): Refusal | undefined {
     const actual = 'sha256:' + createHash('sha256').update(bytes).digest('hex');
-    const expected =
-      recorded.kind === 'stored' ? recorded.digest : recorded.kind === 'inline' ? 'sha256:' + createHash('sha256').update(recorded.text).digest('hex') : undefined;
+    const expected = bodyDigest(recorded);
     if (expected && actual !== expected) {
       return refusal(400, 'MANIFEST_INVALID', `regtape: pushed manifest ${repo}:${reference} is ${actual}, the recording pushed ${expected}`);
     }
