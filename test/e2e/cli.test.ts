@@ -10,6 +10,10 @@ import { request } from '../support/http';
 jest.setTimeout(120_000);
 const EXAMPLE = path.join(__dirname, '../../examples/hello-pull');
 
+it('the built CLI is executable, so `npx regtape` runs it from a checkout', () => {
+  expect(fs.statSync(path.join(__dirname, '../../dist/cli.js')).mode & 0o111).toBe(0o111);
+});
+
 describe('regtape replay on the bundled example', () => {
   const h = new Harness();
   let cli: CliProcess;
