@@ -133,7 +133,8 @@ Example:
         fixtures: paths,
         port: o.port,
         host: o.host,
-        log: o.quiet ? undefined : err,
+        // --quiet drops the line per request; misses, refusals and errors are always shown.
+        log: (line, level) => (level === 'warn' || !o.quiet ? err(line) : undefined),
         strict: o.strict,
         latency: o.latency,
         faults,
@@ -145,8 +146,8 @@ Example:
       if (faults.length) err(`regtape: injecting ${faults.length} fault rule(s)`);
       onSignals(async () => {
         const s = server.summary();
-        err(`regtape: served ${s.served} requests, ${s.unmatched.length} unmatched, ${s.unused.length} fixtures unused${s.recorded.length ? `, ${s.recorded.length} recorded` : ''}`);
-        for (const m of s.unmatched) err(`regtape: unmatched ${m.request}${m.nearest[0] ? ` (nearest ${m.nearest[0].request}: ${m.nearest[0].why})` : ''}`);
+        err(`regtape: served ${s.served} requests, ${s.unmatchedTotal} unmatched, ${s.unused.length} fixtures unused${s.recorded.length ? `, ${s.recorded.length} recorded` : ''}`);
+        for (const m of s.unmatched) err(`regtape: unmatched ${m.request}${m.count > 1 ? ` (x${m.count})` : ''}${m.nearest[0] ? ` (nearest ${m.nearest[0].request}: ${m.nearest[0].why})` : ''}`);
         if (o.strict === 'unused') for (const u of s.unused) err(`regtape: unused ${u.source?.file}:${u.source?.line} ${u.request.method} ${u.request.url}`);
         try {
           await server.close();

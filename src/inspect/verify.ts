@@ -14,7 +14,7 @@ import { Body, bodyDigest, bodySize, FixtureError, headerValue, ORIGIN_PLACEHOLD
 import { BodyStore } from '../fixture/store';
 import { isRedirect, REDIRECT_PREFIX } from '../registry/redirect';
 import { Route, routeOf } from '../registry/routes';
-import { splitUrl } from '../replay/match';
+import { splitUrl } from '../fixture/identity';
 
 export interface Problem {
   /** The fixture file (relative to the working directory, as replay names it). */

@@ -23,7 +23,7 @@ import { pathToRealm, rewriteChallengeRealm } from '../registry/auth';
 import { isRedirect, redirectPath, redirectTarget } from '../registry/redirect';
 import { routeOf } from '../registry/routes';
 import { placeholderUploads, UPLOAD_ID } from '../registry/uploads';
-import { requestIdentity } from '../replay/match';
+import { requestIdentity } from '../fixture/identity';
 import { credentialsIn, Redactor, RedactOptions } from './redact';
 import { rewriteLocationHeaders, toPlaceholder } from './rewrite';
 import { tee } from './tee';

@@ -8,7 +8,7 @@ import { LoadedExchange } from '../fixture/files';
 import { Body, bodyDigest, Exchange, HeaderList, headerValue, headerValues } from '../fixture/model';
 import { BodyStore } from '../fixture/store';
 import { acceptSet, accepts, Route } from '../registry/routes';
-import { RequestView, splitUrl } from './match';
+import { RequestView, splitUrl } from '../fixture/identity';
 import { routeOf } from '../registry/routes';
 
 /** Routes a registry with auth protects (the ping answers the challenge itself; token and redirect URLs are regtape's). */

@@ -13,7 +13,7 @@ import { HeaderList } from '../fixture/model';
 import { UserError } from '../http/server';
 import { errorBody } from '../registry/errors';
 import { Route } from '../registry/routes';
-import { RequestView } from './match';
+import { RequestView } from '../fixture/identity';
 
 export type FaultKind = 'toomanyrequests' | 'unavailable' | 'cut' | 'expire-token';
 const KINDS: Record<string, FaultKind> = {

@@ -6,62 +6,12 @@
  * response's media type, as a registry negotiates. User-Agent, Date, Connection, Accept-Encoding and
  * the rest never take part. Identical requests get the recorded answers in order, the last repeating.
  */
-import { HeaderList, headerValue, headerValues } from '../fixture/model';
+import { headerValue, headerValues } from '../fixture/model';
 import { LoadedExchange } from '../fixture/files';
 import { acceptSet, accepts, routeOf } from '../registry/routes';
-import { tokenRequestKey } from '../registry/auth';
-import { placeholderUploads } from '../registry/uploads';
+import { bucketKey, hasCredentials, normalizeQuery, RequestView, requestIdentity, splitUrl } from '../fixture/identity';
 
-/** What the matcher needs to know of a request. */
-export interface RequestView {
-  method: string;
-  /** Path and query. */
-  url: string;
-  headers: HeaderList;
-  /** The form body of a token POST (OAuth2): its scope and service identify it. */
-  form?: string;
-}
 
-export function splitUrl(url: string): { path: string; query: string } {
-  const i = url.indexOf('?');
-  return i < 0 ? { path: url, query: '' } : { path: url.slice(0, i), query: url.slice(i + 1) };
-}
-
-/** Query parameters sorted, so that order never matters; values compared decoded. */
-export function normalizeQuery(query: string): string {
-  if (!query) return '';
-  // containerd adds `ns=<upstream host>` when it uses a registry as a mirror: the same request otherwise.
-  const pairs = [...new URLSearchParams(query)].filter(([k]) => k !== 'ns').map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`);
-  return pairs.sort().join('&');
-}
-
-export function hasCredentials(headers: HeaderList): boolean {
-  return headerValue(headers, 'authorization') !== undefined;
-}
-
-/** The bucket a request falls in: everything but Accept. */
-export function bucketKey(r: RequestView): string {
-  const { path, query } = splitUrl(r.url);
-  const route = routeOf(path);
-  // Token requests: realm, service and scopes; GET or POST, any credentials, any client.
-  if (route.kind === 'token') return tokenRequestKey(path, query, r.form);
-  // The follow-up of a redirect: clients differ in whether they resend credentials to it.
-  if (route.kind === 'redirect') return `${r.method.toUpperCase()} ${path}`;
-  // Upload sessions: fresh ids and `_state` on every run.
-  if (route.kind === 'upload') {
-    const u = splitUrl(placeholderUploads(r.url));
-    return `${r.method.toUpperCase()} ${u.path}?${normalizeQuery(u.query)} auth=${hasCredentials(r.headers) ? 1 : 0}`;
-  }
-  return `${r.method.toUpperCase()} ${path}?${normalizeQuery(query)} auth=${hasCredentials(r.headers) ? 1 : 0}`;
-}
-
-/** What makes two requests the same one (used for file names and sequences). */
-export function requestIdentity(r: RequestView): string {
-  const { path } = splitUrl(r.url);
-  const route = routeOf(path);
-  const accept = route.kind === 'manifest' ? ' accept=' + acceptSet(headerValues(r.headers, 'accept')).join(',') : '';
-  return bucketKey(r) + accept;
-}
 
 export interface Miss {
   request: string;

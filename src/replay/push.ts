@@ -12,7 +12,7 @@ import { Body, bodyDigest } from '../fixture/model';
 import { errorBody } from '../registry/errors';
 import { Route, routeOf } from '../registry/routes';
 import { fillUploads } from '../registry/uploads';
-import { splitUrl } from './match';
+import { splitUrl } from '../fixture/identity';
 
 export interface Refusal {
   status: number;

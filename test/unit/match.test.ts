@@ -1,4 +1,5 @@
-import { Matcher, normalizeQuery } from '../../src/replay/match';
+import { Matcher } from '../../src/replay/match';
+import { normalizeQuery } from '../../src/fixture/identity';
 import { LoadedExchange } from '../../src/fixture/files';
 import { BodyStore } from '../../src/fixture/store';
 import { HeaderList } from '../../src/fixture/model';
