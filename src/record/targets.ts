@@ -1,0 +1,72 @@
+/**
+ * Where a request to the recorder goes, and how the answer's headers keep the client on the proxy.
+ * Three kinds of target: the upstream registry; a token realm (`/__regtape/token/...`, after the
+ * Bearer challenge was rewritten to point here); a redirect target (`/__regtape/redirect/...`, after
+ * a blob redirect to a CDN was rewritten to point here).
+ */
+import { HeaderList } from '../fixture/model';
+import { pathToRealm, rewriteChallengeRealm } from '../registry/auth';
+import { isRedirect, redirectPath, redirectTarget } from '../registry/redirect';
+import { routeOf } from '../registry/routes';
+import { rewriteLocationHeaders } from './rewrite';
+
+export interface Target {
+  origin: string;
+  /** Path and query to send there. */
+  path: string;
+  /** Token endpoints and CDNs: bodies may carry secrets or are followed-up downloads. */
+  kind: 'upstream' | 'token' | 'redirect';
+}
+
+export class Targets {
+  readonly upstreamOrigins: Set<string>;
+  /** Stable redirect path -> the signed URL it stands for. Only in memory: signatures never reach disk. */
+  private redirects = new Map<string, string>();
+
+  constructor(readonly upstream: URL) {
+    this.upstreamOrigins = new Set([upstream.origin]);
+  }
+
+  /** The target of a request URL (path and query), or undefined for a malformed regtape URL. */
+  of(url: string): Target | undefined {
+    const p = url.split('?')[0];
+    const route = routeOf(p);
+    if (route.kind === 'token') {
+      const realm = pathToRealm(p);
+      if (!realm) return undefined;
+      const q = url.indexOf('?');
+      const search = [realm.search.slice(1), q >= 0 ? url.slice(q + 1) : ''].filter(Boolean).join('&');
+      return { origin: realm.origin, path: realm.pathname + (search ? '?' + search : ''), kind: 'token' };
+    }
+    if (route.kind === 'redirect') {
+      const signed = this.redirects.get(p);
+      const t = signed ? new URL(signed) : redirectTarget(p);
+      if (!t) return undefined;
+      return { origin: t.origin, path: t.pathname + t.search, kind: 'redirect' };
+    }
+    return { origin: this.upstream.origin, path: url, kind: 'upstream' };
+  }
+
+  /** Response headers as the client gets them: URLs on the upstream, realms and redirects turned to us. */
+  clientHeaders(status: number, headers: HeaderList, target: Target, liveOrigin: string): HeaderList {
+    let h = headers;
+    if (isRedirect(status)) {
+      h = h.map(([n, v]) => {
+        if (n.toLowerCase() !== 'location') return [n, v];
+        let abs: URL;
+        try {
+          abs = new URL(v, target.origin + target.path);
+        } catch {
+          return [n, v];
+        }
+        // An ordinary redirect within the registry (no signed query) is rewritten like any Location below.
+        if (this.upstreamOrigins.has(abs.origin) && !abs.search) return [n, v];
+        const stable = redirectPath(abs);
+        this.redirects.set(stable, abs.href);
+        return [n, liveOrigin + stable];
+      });
+    }
+    h = rewriteLocationHeaders(h, this.upstreamOrigins, liveOrigin);
+    return h.map(([n, v]) => (n.toLowerCase() === 'www-authenticate' ? [n, rewriteChallengeRealm(v, liveOrigin)] : [n, v]));
+  }
+}
