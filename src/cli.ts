@@ -55,6 +55,7 @@ interface ReplayFlags {
   latency?: [number, number];
   fault?: FaultRule[];
   faults?: string;
+  store?: string;
 }
 
 export function program(): Command {
@@ -76,6 +77,7 @@ export function program(): Command {
     .option('--redact-query <name...>', 'also redact these query parameters in recorded URLs (account and URL signatures always are)')
     .option('--redact-field <name...>', 'also redact these JSON fields in token responses and form fields in token requests')
     .option('--overwrite', 'replace fixtures of requests recorded again (default: keep both, as a sequence)')
+    .option('--store <dir>', 'keep bodies in DIR (layout sha256/<hex>) instead of <out>/bodies/: a store shared by several fixture sets, e.g. a CI cache')
     .addHelpText(
       'after',
       `
@@ -84,7 +86,7 @@ Example:
   $ skopeo copy --src-tls-verify=false docker://127.0.0.1:8000/demo/hello:v1 dir:/tmp/hello
   (Ctrl-C stops after the in-flight exchanges are written)`,
     )
-    .action(async (o: { upstream: string; port: number; host: string; out: string; format: 'md' | 'yaml'; redactHeader?: string[]; redactQuery?: string[]; redactField?: string[]; overwrite?: boolean }) => {
+    .action(async (o: { upstream: string; port: number; host: string; out: string; format: 'md' | 'yaml'; redactHeader?: string[]; redactQuery?: string[]; redactField?: string[]; overwrite?: boolean; store?: string }) => {
       const server = await record({
         upstream: o.upstream,
         port: o.port,
@@ -93,6 +95,7 @@ Example:
         format: o.format,
         redact: { headers: o.redactHeader, query: o.redactQuery, fields: o.redactField },
         overwrite: o.overwrite,
+        store: o.store,
         log: err,
       });
       onSignals(() => server.close());
@@ -114,6 +117,7 @@ Example:
     .option('--latency <ms>', 'delay every answer: 50, or a range 20-200', parseLatency)
     .option('--fault <spec>', 'inject a registry fault, e.g. 429@GET:manifest#2, 503@/v2/x/manifests/v1, cut=1024@blob, expire-token#4 (repeatable)', (v: string, prev: FaultRule[] = []) => [...prev, parseFaultFlag(v)])
     .option('--faults <file>', 'a YAML file of fault rules (docs/faults.md)')
+    .option('--store <dir>', 'read bodies from DIR, the store they were recorded into with record --store')
     .addHelpText(
       'after',
       `
@@ -138,6 +142,7 @@ Example:
         strict: o.strict,
         latency: o.latency,
         faults,
+        store: o.store,
         recordMissing: o.recordMissing ? { upstream: o.upstream!, out: o.out, format: o.format } : undefined,
       });
       for (const ex of server.unservable) {
@@ -163,9 +168,10 @@ Example:
     .command('verify')
     .description('check fixtures: every body against its digest and size, every manifest against its digest, every pull complete offline')
     .argument('<paths...>', 'fixture folders or files')
+    .option('--store <dir>', 'read bodies from DIR, the store they were recorded into with record --store')
     .addHelpText('after', '\nExample:\n  $ regtape verify fixtures/   # exit 1 and one line per problem (file:line: kind: what) if anything is wrong')
-    .action(async (paths: string[]) => {
-      const report = await verify(paths);
+    .action(async (paths: string[], o: { store?: string }) => {
+      const report = await verify(paths, { store: o.store });
       out(formatReport(report).trimEnd());
       if (report.problems.length) process.exitCode = 1;
     });
@@ -174,9 +180,10 @@ Example:
     .command('ls')
     .description('what a fixture folder holds, by repository and tag: manifests, blobs, sizes, exchanges')
     .argument('<paths...>', 'fixture folders or files')
+    .option('--store <dir>', 'read bodies from DIR, the store they were recorded into with record --store')
     .addHelpText('after', '\nExample:\n  $ regtape ls examples/hello-pull')
-    .action(async (paths: string[]) => {
-      out(formatListing(await ls(paths)).trimEnd());
+    .action(async (paths: string[], o: { store?: string }) => {
+      out(formatListing(await ls(paths, { store: o.store })).trimEnd());
     });
   return prog;
 }

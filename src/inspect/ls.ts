@@ -4,7 +4,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import { LoadedExchange } from '../fixture/files';
-import { manifestText, plural, Problem, readForInspection, RecordingIndex, referencesOf } from './verify';
+import { InspectOptions, manifestText, plural, Problem, readForInspection, RecordingIndex, referencesOf } from './verify';
 import { bodyDigest } from '../fixture/model';
 
 export interface TagListing {
@@ -53,8 +53,8 @@ export interface Listing {
 }
 
 /** Lists what the fixtures under the paths hold. Throws FixturePathError only for a path that does not exist. */
-export async function ls(paths: string[]): Promise<Listing> {
-  const read = await readForInspection(paths);
+export async function ls(paths: string[], opts: InspectOptions = {}): Promise<Listing> {
+  const read = await readForInspection(paths, opts);
   const index = new RecordingIndex(read.exchanges);
 
   // Distinct stored bodies, stat'ed once.

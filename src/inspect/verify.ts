@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { listFixtureFiles, LoadedExchange, parseFixture, storedBodyRefs, storeFor } from '../fixture/files';
+import { listFixtureFiles, LoadedExchange, parseFixture, storeCache, storedBodyRefs, storeFor } from '../fixture/files';
 import { Body, bodyDigest, bodySize, FixtureError, headerValue, ORIGIN_PLACEHOLDER } from '../fixture/model';
 import { BodyStore } from '../fixture/store';
 import { isRedirect, REDIRECT_PREFIX } from '../registry/redirect';
@@ -55,11 +55,16 @@ export interface Inspected {
 }
 
 
+export interface InspectOptions {
+  /** The body store when it is outside the fixture folders (`--store DIR`). */
+  store?: string;
+}
+
 /** Reads every fixture under the paths. Throws FixturePathError only for a path that does not exist. */
-export async function readForInspection(paths: string[]): Promise<Inspected> {
+export async function readForInspection(paths: string[], opts: InspectOptions = {}): Promise<Inspected> {
   const found = await listFixtureFiles(paths);
   const out: Inspected = { files: [], exchanges: [], unreadable: [], notFixtures: [] };
-  const cache = new Map<string, BodyStore>();
+  const cache = storeCache(opts.store);
   const BATCH = 32;
   for (let i = 0; i < found.length; i += BATCH) {
     const slice = found.slice(i, i + BATCH);
@@ -310,8 +315,8 @@ export function plural(n: number, one: string, many = one + 's'): string {
 }
 
 /** Checks every fixture under the paths. Throws FixturePathError only for a path that does not exist. */
-export async function verify(paths: string[]): Promise<VerifyReport> {
-  const read = await readForInspection(paths);
+export async function verify(paths: string[], opts: InspectOptions = {}): Promise<VerifyReport> {
+  const read = await readForInspection(paths, opts);
   const problems: Problem[] = [...read.unreadable];
   const notes: string[] = [];
   const problem = (ex: LoadedExchange, kind: string, message: string): void => {
@@ -335,7 +340,7 @@ export async function verify(paths: string[]): Promise<VerifyReport> {
     const also = (n: number): string => (n > 1 ? ` (referenced by ${plural(n, 'exchange')})` : '');
     const st = await fsp.stat(p).catch(() => undefined);
     if (!st || !st.isFile()) {
-      problem(c.refs[0].ex, 'body-missing', `body ${c.digest} is missing from the body store (${rel})${also(c.refs.length)}: re-record, or copy the bodies/ folder along with the fixtures`);
+      problem(c.refs[0].ex, 'body-missing', `body ${c.digest} is missing from the body store (${rel})${also(c.refs.length)}: re-record, or copy the bodies/ folder along with the fixtures (recorded with --store DIR? pass the same --store)`);
       continue;
     }
     c.actualSize = st.size;

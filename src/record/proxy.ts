@@ -37,6 +37,11 @@ export interface RecordOptions {
   checkUpstream?: boolean;
   /** Replace what the folder holds for a request recorded again, instead of appending to its sequence. */
   overwrite?: boolean;
+  /**
+   * Keep bodies in this folder instead of `<out>/bodies/` (`--store DIR`): a store outside the fixture
+   * folder, shared by several fixture sets. Same layout: `<store>/sha256/<hex>`.
+   */
+  store?: string;
   /** Called with each exchange once its fixture is written. */
   onRecorded?: (ex: Exchange, file: string) => void;
   log?: (line: string) => void;
@@ -58,6 +63,8 @@ export interface RecordServer {
 export interface Recorder {
   upstream: string;
   out: string;
+  /** Where bodies are kept: `<out>/bodies` or the `store` option. */
+  store: BodyStore;
   /**
    * Forwards and records one exchange. `body`: the request body when the caller already read it
    * (it is sent on and recorded as if it had been streamed).
@@ -81,7 +88,10 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
   await fsp.access(out, 2 /* W_OK */).catch(() => {
     throw new UserError(`the fixtures folder ${out} is not writable`);
   });
-  const store = new BodyStore(out);
+  const store = opts.store ? BodyStore.at(opts.store) : new BodyStore(out);
+  await fsp.mkdir(store.dir, { recursive: true }).catch((e: NodeJS.ErrnoException) => {
+    throw new UserError(`cannot create the body store ${store.dir}: ${e.code ?? e.message}`);
+  });
   await store.cleanTemp();
   await removeStaleTempFiles(out);
   if (opts.checkUpstream !== false) await checkUpstream(upstream);
@@ -226,6 +236,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
   return {
     upstream: upstream.origin,
     out,
+    store,
     handle,
     written: () => writer.files(),
     drain: async () => {
@@ -258,7 +269,7 @@ export async function record(opts: RecordOptions): Promise<RecordServer> {
       server.closeAllConnections();
       await closed;
       recorder.close();
-      const tmp = new BodyStore(recorder.out).tmpDir;
+      const tmp = recorder.store.tmpDir;
       await fsp.rmdir(tmp).catch(() => undefined);
       await fsp.rmdir(path.dirname(tmp)).catch(() => undefined);
     }),

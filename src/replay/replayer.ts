@@ -4,12 +4,10 @@
  * unmatched). All state is per instance: a fresh run is `reset()`, not a restart.
  */
 import * as http from 'node:http';
-import * as path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { LoadedExchange } from '../fixture/files';
 import { RequestView } from '../fixture/identity';
 import { FixtureFormat } from '../fixture/files';
-import { BodyStore } from '../fixture/store';
 import { rawHeaderList } from '../http/server';
 import { errorBody } from '../registry/errors';
 import { routeOf, unknownCode } from '../registry/routes';
@@ -26,7 +24,7 @@ export interface ReplayerOptions {
   /** One line per request on this function (default: none); `level` 'warn' for misses, refusals and errors. */
   log?: (line: string, level?: 'request' | 'warn') => void;
   /** Serve what is recorded; forward what is not to this upstream and record it (VCR's new_episodes). */
-  recordMissing?: { upstream: string; out: string; format?: FixtureFormat; redact?: RedactOptions };
+  recordMissing?: { upstream: string; out: string; format?: FixtureFormat; redact?: RedactOptions; store?: string };
   /** Delay every answer: fixed milliseconds, or a [min, max] range drawn uniformly. */
   latency?: number | [number, number];
   /** Registry faults to inject (replay/faults.ts). */
@@ -99,10 +97,12 @@ export class Replayer {
           out: rm.out,
           format: rm.format,
           redact: rm.redact,
+          store: rm.store,
           log: opts.log && ((line: string) => opts.log?.(line, 'request')),
-          onRecorded: (ex) => self?.add({ ...ex, store: new BodyStore(path.resolve(rm.out)) }),
+          onRecorded: (ex) => self?.add({ ...ex, store: recorderStore! }),
         })
       : undefined;
+    const recorderStore = recorder?.store;
     self = new Replayer(exchanges, opts, recorder);
     return self;
   }

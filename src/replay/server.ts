@@ -32,6 +32,11 @@ export interface ReplayOptions {
   latency?: number | [number, number];
   /** Registry faults to inject (replay/faults.ts). */
   faults?: FaultRule[];
+  /**
+   * The body store when it is outside the fixture folders (`--store DIR`, as recorded with the same
+   * option): every fixture's bodies are read from there, and --record-missing writes there.
+   */
+  store?: string;
 }
 
 /** close() of a strict replay server that saw unmatched requests (or unused fixtures). */
@@ -74,13 +79,13 @@ export interface ReplayServer {
 
 export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
   const paths = Array.isArray(opts.fixtures) ? opts.fixtures : [opts.fixtures];
-  const loaded = await loadFixtures(paths);
+  const loaded = await loadFixtures(paths, { store: opts.store });
   const firstDir = paths.find((p) => !/\.(md|markdown|txt|ya?ml)$/i.test(p)) ?? paths[0];
   const replayer = await Replayer.create(loaded.exchanges, {
     log: opts.log,
     latency: opts.latency,
     faults: opts.faults,
-    recordMissing: opts.recordMissing ? { ...opts.recordMissing, out: opts.recordMissing.out ?? firstDir } : undefined,
+    recordMissing: opts.recordMissing ? { ...opts.recordMissing, out: opts.recordMissing.out ?? firstDir, store: opts.store } : undefined,
   });
   const summary = (): ReplaySummary => ({
     served: replayer.served(),
