@@ -29,6 +29,8 @@ export interface ReplayerOptions {
   latency?: number | [number, number];
   /** Registry faults to inject (replay/faults.ts). */
   faults?: FaultRule[];
+  /** Called once per request answered, with what /__regtape/requests lists; replaces its `log` line. */
+  onRequest?: (r: ServedRequest) => void;
 }
 
 /** One request as the control API's /__regtape/requests lists it. */
@@ -182,11 +184,15 @@ export class Replayer {
     const view: RequestView = { method: req.method, url: req.originalUrl, headers: rawHeaderList(req.rawHeaders) };
     const done = (status: number, bytes: number, outcome: ServedRequest['outcome'], answer = ''): void => {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      const note = outcome === 'served' || outcome === 'derived' ? '' : ' ' + outcome.toUpperCase();
-      const warn = outcome === 'unmatched' || outcome === 'refused';
-      this.log(`${req.method} ${req.originalUrl} ${status} ${bytes}B ${ms.toFixed(1)}ms${note}${answer ? ` <- ${answer}` : ''}`, warn ? 'warn' : 'request');
+      const entry: ServedRequest = { time: new Date().toISOString(), method: req.method, url: req.originalUrl, status, bytes, ms: Math.round(ms * 10) / 10, answer, outcome };
+      if (this.opts.onRequest) this.opts.onRequest(entry);
+      else {
+        const note = outcome === 'served' || outcome === 'derived' ? '' : ' ' + outcome.toUpperCase();
+        const warn = outcome === 'unmatched' || outcome === 'refused';
+        this.log(`${req.method} ${req.originalUrl} ${status} ${bytes}B ${ms.toFixed(1)}ms${note}${answer ? ` <- ${answer}` : ''}`, warn ? 'warn' : 'request');
+      }
       if (this.recentRing.length >= RECENT_MAX) this.recentRing.shift();
-      this.recentRing.push({ time: new Date().toISOString(), method: req.method, url: req.originalUrl, status, bytes, ms: Math.round(ms * 10) / 10, answer, outcome });
+      this.recentRing.push(entry);
     };
     const refuse = (r: Refusal): void => {
       res.writeHead(r.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(r.body), 'docker-distribution-api-version': 'registry/2.0', 'x-regtape': 'refused' });

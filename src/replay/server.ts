@@ -7,9 +7,9 @@ import { LoadedExchange, loadFixtures } from '../fixture/files';
 import { FixtureFormat } from '../fixture/files';
 import { start } from '../http/server';
 import { RedactOptions } from '../record/redact';
-import { controlApp, isControlPath } from '../control/api';
+import { controlApp, isControlPath, summaryJson, SummaryJson } from '../control/api';
 import { FaultRule } from './faults';
-import { Replayer, ReplaySummary, ServedRequest } from './replayer';
+import { RECENT_MAX, Replayer, ReplaySummary, ServedRequest } from './replayer';
 
 export type { ReplaySummary } from './replayer';
 import { UnmatchedRequest } from './unmatched';
@@ -37,6 +37,8 @@ export interface ReplayOptions {
    * option): every fixture's bodies are read from there, and --record-missing writes there.
    */
   store?: string;
+  /** Called once per registry request answered, with what /__regtape/requests lists; replaces its `log` line. */
+  onRequest?: (r: ServedRequest) => void;
 }
 
 /** close() of a strict replay server that saw unmatched requests (or unused fixtures). */
@@ -71,6 +73,8 @@ export interface ReplayServer {
   /** The newest requests (at most RECENT_MAX), oldest first. */
   requests(): ServedRequest[];
   summary(): ReplaySummary;
+  /** The summary as JSON, exactly what GET /__regtape/summary answers and `--report` writes. */
+  report(): SummaryJson;
   /** A fresh run without a restart: counters, sequence positions, push and delete state. */
   reset(): void;
   /** Stops; with `strict`, rejects with StrictReplayError when the run broke the rule. */
@@ -85,6 +89,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
     log: opts.log,
     latency: opts.latency,
     faults: opts.faults,
+    onRequest: opts.onRequest,
     recordMissing: opts.recordMissing ? { ...opts.recordMissing, out: opts.recordMissing.out ?? firstDir, store: opts.store } : undefined,
   });
   const summary = (): ReplaySummary => ({
@@ -95,15 +100,16 @@ export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
     recorded: replayer.recorded(),
   });
   let control: http.RequestListener | undefined;
+  let closing: Promise<void> | undefined;
+  const health = () => ({ status: closing ? ('closing' as const) : ('serving' as const), exchanges: replayer.size });
   const server = http.createServer((req, res) => {
     if (isControlPath(req.url ?? '/')) {
-      control ??= controlApp({ summary, requests: () => replayer.recent(), reset: () => replayer.reset() });
+      control ??= controlApp({ health, summary, requests: () => replayer.recent(), requestsMax: RECENT_MAX, reset: () => replayer.reset() });
       control(req, res);
     } else replayer.handle(req, res);
   });
   const host = opts.host ?? '127.0.0.1';
   const { port, url } = await start(server, opts.port ?? 8000, host);
-  let closing: Promise<void> | undefined;
   return {
     url,
     port,
@@ -117,6 +123,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
     recorded: () => replayer.recorded(),
     requests: () => replayer.recent(),
     summary,
+    report: () => summaryJson(summary()),
     reset: () => replayer.reset(),
     close: () =>
       (closing ??= (async () => {
