@@ -1,22 +1,27 @@
 /**
- * regtape benchmark: the plain docker-registry against `regtape replay` (and `regtape record`) on loopback.
+ * regtape benchmark: the plain docker-registry, talkback 4 and a bare node:http server against
+ * `regtape replay` (and `regtape record`) on loopback.
  *
- *   npm run bench            (builds dist/, compiles this file to node_modules/.cache/regtape-bench, runs it)
+ *   npm run bench            (builds dist/, compiles bench/ to node_modules/.cache/regtape-bench, runs it)
  *
  * One run: set up a registry with a BENCH_LAYER_MB (default 200) MiB one-layer image and a 2 MiB one,
- * record both with skopeo pulls through `regtape record`, then measure in ROUNDS interleaved rounds
- * (the order of the servers alternates): 200 MB blob GET throughput (curl), 2 MB blob GETs and manifest
- * GETs with 16 connections (wrk), full skopeo pulls (direct, from replay, through a fresh recorder),
- * and replay start-up with 10,000 generated fixtures. regtape always runs as its own process (the CLI),
- * so RSS is per process (VmHWM after clear_refs, plus 50 ms VmRSS sampling).
+ * record both with skopeo pulls through `regtape record`; record the manifest and 2 MiB blob GETs with
+ * talkback (bench/peers.ts; it cannot record the 200 MB layer); start a bare node:http server that sends
+ * regtape's own manifest answer (same status, headers, bytes) and nothing else: the ceiling for Node here.
+ * Then ROUNDS rounds, the order of the servers rotating each round: 200 MB blob GET throughput (curl),
+ * 2 MB blob GETs and manifest GETs with 16 connections (wrk), full skopeo pulls (direct, from replay,
+ * through a fresh recorder), and replay start-up with 10,000 generated fixtures. Every server runs as its
+ * own process, so RSS and CPU are per process (VmHWM after clear_refs, plus 50 ms VmRSS sampling; CPU
+ * from /proc/PID/stat). Ratios are medians of per-round ratios (regtape over each peer in the same round).
  * Prints a table and writes bench/results/latest.json plus a timestamped copy.
  *
  * env: BENCH_LAYER_MB (200), BENCH_ROUNDS (5), BENCH_WRK_SECONDS (5), BENCH_FIXTURES (10000),
  *      BENCH_REGTAPE_CLI (default <repo>/dist/cli.js: another build's cli.js, for A/B runs),
  *      REGTAPE_KEEP=1 keeps the temp dirs (for their logs).
- * Besides wall-clock numbers it reports the CPU seconds (user+sys, /proc/PID/stat) each server process
- * spent per 200 MB GET and per pull: on a small shared machine that is the steadier number.
- * Needs: docker-registry, skopeo, wrk, curl. Everything runs on 127.0.0.1, free ports, temp dirs.
+ * Besides wall-clock numbers it reports the CPU each server process spent per request and per pull:
+ * on a small shared machine that is the steadier number.
+ * Needs: docker-registry, skopeo, wrk, curl (scripts/install-test-deps.sh), and the devDependencies (npm ci).
+ * Everything runs on 127.0.0.1, free ports, temp dirs.
  */
 import { ChildProcess } from 'child_process';
 import * as crypto from 'crypto';
@@ -248,7 +253,7 @@ async function makeImage(dir: string, dataBytes: number, tag: string): Promise<B
   return { dir, ref: `oci:${dir}:${tag}`, layerDigest, layerSize: gzCount.n, configDigest, manifestDigest, manifestBytes };
 }
 
-// ---------------------------------------------------------------- regtape processes (the CLI)
+// ---------------------------------------------------------------- server processes (regtape's CLI and the peers)
 
 interface Tape {
   name: string;
@@ -258,19 +263,21 @@ interface Tape {
   url: string;
   /** spawn to the listening line on stdout */
   startMs: number;
+  /** CPU seconds the process had used when it printed that line */
+  startCpuS: number;
   line: string;
   child: ChildProcess;
 }
 
 let tapeSeq = 0;
 
-/** Starts `node dist/cli.js <args> --port <free>` and waits for its one stdout line. */
-async function startRegtape(h: Harness, kind: string, args: string[]): Promise<Tape> {
+/** Starts `node <script> ...args(port)` on a free port and waits for its first stdout line. */
+async function startNode(h: Harness, kind: string, script: string, args: (port: number) => string[]): Promise<Tape> {
   for (let attempt = 1; ; attempt++) {
     const name = `${kind}-${++tapeSeq}`;
     const port = await freePort();
     const t0 = process.hrtime.bigint();
-    const child = h.procs.spawn(name, process.execPath, [CLI, ...args, '--port', String(port)], { cwd: ROOT });
+    const child = h.procs.spawn(name, process.execPath, [script, ...args(port)], { cwd: ROOT });
     try {
       const line = await new Promise<string>((resolve, reject) => {
         let buf = '';
@@ -299,15 +306,22 @@ async function startRegtape(h: Harness, kind: string, args: string[]): Promise<T
         child.once('exit', onExit);
       });
       const startMs = Number(process.hrtime.bigint() - t0) / 1e6;
+      const startCpuS = cpuOf(child.pid ?? -1);
       const host = `127.0.0.1:${port}`;
-      return { name, pid: child.pid ?? -1, port, host, url: `http://${host}`, startMs, line, child };
+      return { name, pid: child.pid ?? -1, port, host, url: `http://${host}`, startMs, startCpuS, line, child };
     } catch (e) {
       await h.procs.stop(name);
-      if (attempt < 3 && /already in use/.test(String(e))) continue;
+      if (attempt < 3 && /already in use|EADDRINUSE/.test(String(e))) continue;
       throw e;
     }
   }
 }
+
+/** `node dist/cli.js <args> --port <free>`. */
+const startRegtape = (h: Harness, kind: string, args: string[]): Promise<Tape> => startNode(h, kind, CLI, (port) => [...args, '--port', String(port)]);
+
+/** The peers (bench/peers.ts, compiled next to this file): talkback 4, and a bare node:http server. */
+const PEERS = path.join(__dirname, 'peers.js');
 
 // ---------------------------------------------------------------- load generators
 
@@ -364,66 +378,112 @@ async function timedPull(h: Harness, host: string, repo: string, verify: boolean
 
 // ---------------------------------------------------------------- results
 
+/** The servers compared. `bare`: a node:http server sending one recorded answer and doing nothing else. */
+const SIDES = ['registry', 'regtape', 'talkback', 'bare'] as const;
+type Side = (typeof SIDES)[number];
+type Samples = Partial<Record<Side, number[]>>;
+
 type Dir = 'ge' | 'gt' | 'le' | 'lt';
+/** A target: regtape's value, or its ratio to a peer, compared with a number. */
+interface Check {
+  on: 'regtape' | `x${Side}`;
+  dir: Dir;
+  value: number;
+  pass: boolean | null;
+}
 interface Metric {
   id: string;
   metric: string;
   unit: string;
+  /** medians */
   registry: number | null;
   regtape: number | null;
+  talkback: number | null;
+  bare: number | null;
+  /** regtape over the registry: the median of per-round ratios (same rounds), else the ratio of medians */
   ratio: number | null;
+  /** regtape over each peer, the same way */
+  ratios: Partial<Record<Side, number>>;
   /** human text */
   target: string;
-  /** machine form: what is compared (the ratio or the regtape value) */
-  check?: { on: 'ratio' | 'regtape'; dir: Dir; value: number };
+  checks: Check[];
   pass: boolean | null;
-  samples: { registry?: number[]; regtape?: number[] };
+  samples: Samples;
   note?: string;
 }
 
-function metric(
-  id: string,
-  name: string,
-  unit: string,
-  registry: number[] | undefined,
-  regtape: number[] | undefined,
-  target: string,
-  check?: Metric['check'],
-  note?: string,
-): Metric {
-  const r = registry?.length ? median(registry) : null;
-  const t = regtape?.length ? median(regtape) : null;
-  const ratio = r !== null && t !== null && r !== 0 ? t / r : null;
-  let pass: boolean | null = null;
-  if (check) {
-    const v = check.on === 'ratio' ? ratio : t;
-    if (v !== null) pass = check.dir === 'ge' ? v >= check.value : check.dir === 'gt' ? v > check.value : check.dir === 'le' ? v <= check.value : v < check.value;
+const DIR_TEXT: Record<Dir, string> = { ge: '>=', gt: '>', le: '<=', lt: '<' };
+
+/** A check written as 'x bare >= 0.85', 'x registry <= 1.3' or 'regtape < 150'. */
+function parseCheck(text: string): Omit<Check, 'pass'> {
+  const m = /^(regtape|x (registry|talkback|bare)) (>=|>|<=|<) ([\d.]+)$/.exec(text);
+  if (!m) throw new Error(`bench: bad target ${text}`);
+  const dir = (Object.keys(DIR_TEXT) as Dir[]).find((d) => DIR_TEXT[d] === m[3])!;
+  return { on: m[2] ? (`x${m[2]}` as Check['on']) : 'regtape', dir, value: Number(m[4]) };
+}
+
+function metric(id: string, name: string, unit: string, samples: Samples, targets: string[] = [], note?: string): Metric {
+  const med = (s: Side): number | null => (samples[s]?.length ? median(samples[s]!) : null);
+  const t = med('regtape');
+  const ratios: Partial<Record<Side, number>> = {};
+  for (const s of SIDES) {
+    const a = samples.regtape;
+    const b = samples[s];
+    if (s === 'regtape' || !a?.length || !b?.length) continue;
+    // Rounds alternate the servers; a ratio within one round cancels most of a shared machine's drift.
+    const r = a.length === b.length ? median(a.map((x, i) => x / b[i])) : (t ?? NaN) / median(b);
+    if (Number.isFinite(r)) ratios[s] = round(r, 3);
   }
+  const checks: Check[] = targets.map((text) => {
+    const c = parseCheck(text);
+    const v = c.on === 'regtape' ? t : ratios[c.on.slice(1) as Side] ?? null;
+    const pass = v === null ? null : c.dir === 'ge' ? v >= c.value : c.dir === 'gt' ? v > c.value : c.dir === 'le' ? v <= c.value : v < c.value;
+    return { ...c, pass };
+  });
+  const r3 = (v: number | null): number | null => (v === null ? null : round(v, 3));
   return {
     id,
     metric: name,
     unit,
-    registry: r === null ? null : round(r, 3),
-    regtape: t === null ? null : round(t, 3),
-    ratio: ratio === null ? null : round(ratio, 3),
-    target,
-    check,
-    pass,
-    samples: { registry: registry?.map((x) => round(x, 3)), regtape: regtape?.map((x) => round(x, 3)) },
+    registry: r3(med('registry')),
+    regtape: r3(t),
+    talkback: r3(med('talkback')),
+    bare: r3(med('bare')),
+    ratio: ratios.registry ?? null,
+    ratios,
+    target: targets.length ? targets.join(', ') : '(info)',
+    checks,
+    pass: checks.length === 0 ? null : checks.some((c) => c.pass === false) ? false : checks.every((c) => c.pass) ? true : null,
+    samples: Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, v!.map((x) => round(x, 3))])),
     note,
   };
 }
 
 function table(metrics: Metric[]): string {
-  const fmt = (v: number | null): string => (v === null ? '-' : Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(2));
-  const rows = [['metric', 'registry', 'regtape', 'ratio', 'target', 'ok']];
+  const fmt = (v: number | null | undefined): string => (v === null || v === undefined ? '-' : Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(2));
+  const x = (v: number | undefined): string => (v === undefined ? '-' : `${v.toFixed(2)}x`);
+  const rows = [['metric', 'registry', 'talkback', 'bare node', 'regtape', 'x registry', 'x talkback', 'x bare', 'target', 'ok']];
   for (const m of metrics) {
-    rows.push([`${m.metric} (${m.unit})`, fmt(m.registry), fmt(m.regtape), m.ratio === null ? '-' : `${m.ratio.toFixed(2)}x`, m.target, m.pass === null ? '' : m.pass ? 'yes' : 'NO']);
+    rows.push([
+      `${m.metric} (${m.unit})`,
+      fmt(m.registry),
+      fmt(m.talkback),
+      fmt(m.bare),
+      fmt(m.regtape),
+      x(m.ratios.registry),
+      x(m.ratios.talkback),
+      x(m.ratios.bare),
+      m.target,
+      m.pass === null ? '' : m.pass ? 'yes' : 'NO',
+    ]);
   }
   const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  const line = (r: string[]): string => r.map((c, i) => (i === 0 || i === 4 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');
+  const line = (r: string[]): string => r.map((c, i) => (i === 0 || i === 8 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ').trimEnd();
   return [line(rows[0]), w.map((n) => '-'.repeat(n)).join('  '), ...rows.slice(1).map(line)].join('\n');
 }
+
+/** Rotates a list by i: each server goes first in turn. */
+const rotate = <T>(xs: readonly T[], i: number): T[] => [...xs.slice(i % xs.length), ...xs.slice(0, i % xs.length)];
 
 // ---------------------------------------------------------------- the run
 
@@ -432,7 +492,12 @@ async function main(): Promise<void> {
   if (!fs.existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npx tsc -p tsconfig.build.json\` first (npm run bench does)`);
   for (const bin of ['wrk', 'curl', 'skopeo', 'docker-registry']) {
     const r = await run('sh', ['-c', `command -v ${bin}`]);
-    if (r.code !== 0) throw new Error(`bench needs ${bin} on PATH${bin === 'wrk' ? ' (apt-get install -y wrk)' : ''}`);
+    if (r.code !== 0) throw new Error(`bench needs ${bin} on PATH${bin === 'wrk' ? ' (apt-get install -y wrk, or scripts/install-test-deps.sh)' : ''}`);
+  }
+  try {
+    require.resolve('talkback');
+  } catch {
+    throw new Error('bench needs the talkback devDependency: run `npm ci` (not `npm ci --omit=dev`)');
   }
   const h = new Harness();
   let cleaning: Promise<void> | undefined;
@@ -448,6 +513,12 @@ async function main(): Promise<void> {
   } finally {
     await cleanup();
   }
+}
+
+/** GET through a recorder with exactly the headers wrk sends (Host, and Accept when given): talkback matches on all of them. */
+async function curlExact(url: string, accept?: string): Promise<void> {
+  const r = await run('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '-H', 'User-Agent:', '-H', accept ? `Accept: ${accept}` : 'Accept:', url], { timeoutMs: 120_000 });
+  if (r.code !== 0 || r.stdout.trim() !== '200') throw new Error(`GET ${url} gave ${r.stdout.trim()}: ${describeFailure(r)}`);
 }
 
 async function bench(h: Harness, began: number): Promise<void> {
@@ -481,119 +552,143 @@ async function bench(h: Harness, began: number): Promise<void> {
   const rep = await startRegtape(h, 'replay', ['replay', recDir, '--quiet']);
   log(`replay: ${rep.line} (start ${rep.startMs.toFixed(0)} ms)`);
 
-  const servers = { registry: { host: reg.host, url: reg.url, pid: reg.pid }, regtape: { host: rep.host, url: rep.url, pid: rep.pid } };
-  type Side = keyof typeof servers;
-  const bigBlob = (s: Side): string => `${servers[s].url}/v2/test/big/blobs/${big.layerDigest}`;
-  const smallBlob = (s: Side): string => `${servers[s].url}/v2/test/small/blobs/${small.layerDigest}`;
-  const manifestUrl = (s: Side): string => `${servers[s].url}/v2/test/small/manifests/v1`;
+  // talkback records exactly what the load sends (it cannot record the 200 MB layer: notes in README), then replays it.
+  const tapes = h.tempDir('talkback-tapes');
+  const tbRec = await startNode(h, 'talkback-record', PEERS, (port) => ['talkback', 'record', reg.url, String(port), tapes]);
+  await curlExact(`${tbRec.url}/v2/test/small/manifests/v1`, OCI_MANIFEST);
+  await curlExact(`${tbRec.url}/v2/test/small/blobs/${small.layerDigest}`);
+  await h.procs.stop(tbRec.name);
+  const tb = await startNode(h, 'talkback', PEERS, (port) => ['talkback', 'replay', reg.url, String(port), tapes]);
+  log(`talkback: ${fs.readdirSync(tapes).length} tapes; ${tb.line}`);
 
-  // sanity: both serve the same bytes for every URL we load
+  const urls = {
+    bigBlob: (u: string): string => `${u}/v2/test/big/blobs/${big.layerDigest}`,
+    smallBlob: (u: string): string => `${u}/v2/test/small/blobs/${small.layerDigest}`,
+    manifest: (u: string): string => `${u}/v2/test/small/manifests/v1`,
+  };
+  // The bare server sends regtape's own answer to the manifest GET: the same status, headers and bytes.
+  const answer = await fetch(urls.manifest(rep.url), { accept: OCI_MANIFEST });
+  const answerHeaders: string[] = [];
+  const rawRes = await new Promise<http.IncomingMessage>((resolve, reject) =>
+    http.get(urls.manifest(rep.url), { headers: { accept: OCI_MANIFEST }, agent: false }, resolve).on('error', reject),
+  );
+  rawRes.resume();
+  for (let i = 0; i < rawRes.rawHeaders.length; i += 2) {
+    if (!/^(connection|keep-alive|transfer-encoding)$/i.test(rawRes.rawHeaders[i])) answerHeaders.push(rawRes.rawHeaders[i], rawRes.rawHeaders[i + 1]);
+  }
+  const answerFile = path.join(h.tempDir('bare'), 'answer.json');
+  fs.writeFileSync(answerFile, JSON.stringify({ status: answer.status, headers: answerHeaders, body: answer.body!.toString('base64') }));
+  const bare = await startNode(h, 'bare', PEERS, (port) => ['bare', String(port), answerFile]);
+
+  const servers: Record<Side, { url: string; pid: number }> = {
+    registry: { url: reg.url, pid: reg.pid },
+    regtape: { url: rep.url, pid: rep.pid },
+    talkback: { url: tb.url, pid: tb.pid },
+    bare: { url: bare.url, pid: bare.pid },
+  };
+
+  // sanity: every server serves the right bytes for every URL we load
   for (const s of ['registry', 'regtape'] as Side[]) {
-    const b = await fetch(bigBlob(s));
+    const b = await fetch(urls.bigBlob(servers[s].url));
     if (b.status !== 200 || `sha256:${b.sha}` !== big.layerDigest) throw new Error(`${s}: big blob GET gave ${b.status}, sha256:${b.sha}`);
-    const sm = await fetch(smallBlob(s));
+  }
+  for (const s of ['registry', 'regtape', 'talkback'] as Side[]) {
+    const sm = await fetch(urls.smallBlob(servers[s].url));
     if (sm.status !== 200 || `sha256:${sm.sha}` !== small.layerDigest) throw new Error(`${s}: small blob GET gave ${sm.status}, sha256:${sm.sha}`);
-    const m = await fetch(manifestUrl(s), { accept: OCI_MANIFEST });
+  }
+  for (const s of ['registry', 'regtape', 'bare'] as Side[]) {
+    const m = await fetch(urls.manifest(servers[s].url), { accept: OCI_MANIFEST });
     if (m.status !== 200 || `sha256:${m.sha}` !== small.manifestDigest) throw new Error(`${s}: manifest GET gave ${m.status}, sha256:${m.sha}`);
   }
-  log('sanity: registry and replay serve identical bytes; warming up');
-  for (const s of ['registry', 'regtape'] as Side[]) {
-    await wrk(smallBlob(s), [], 1);
-    await wrk(manifestUrl(s), [`Accept: ${OCI_MANIFEST}`], 1);
+  // talkback stores JSON bodies parsed and sends them re-serialized: other bytes, so only its status is checked.
+  const tbm = await fetch(urls.manifest(tb.url), { accept: OCI_MANIFEST });
+  if (tbm.status !== 200) throw new Error(`talkback: manifest GET gave ${tbm.status}`);
+  const talkbackManifestNote = `talkback sends ${tbm.size} manifest bytes (sha256:${tbm.sha.slice(0, 12)}...) for the ${small.manifestBytes.length} recorded (${small.manifestDigest.slice(0, 19)}...): it re-serializes JSON bodies`;
+  log(`sanity: identical bytes from registry, regtape, bare node:http; ${talkbackManifestNote}; warming up`);
+  for (const s of SIDES) {
+    if (s !== 'bare') await wrk(urls.smallBlob(servers[s].url), [], 1);
+    await wrk(urls.manifest(servers[s].url), [`Accept: ${OCI_MANIFEST}`], 1);
   }
 
-  const S = {
-    blobBig: { registry: [] as number[], regtape: [] as number[] },
-    blobBigCpu: { registry: [] as number[], regtape: [] as number[] },
-    blobSmallRps: { registry: [] as number[], regtape: [] as number[] },
-    blobSmallMiB: { registry: [] as number[], regtape: [] as number[] },
-    blobSmallRss: { registry: [] as number[], regtape: [] as number[] },
-    manifestRps: { registry: [] as number[], regtape: [] as number[] },
-    manifestRss: { registry: [] as number[], regtape: [] as number[] },
-    pullDirect: [] as number[],
-    pullReplay: [] as number[],
-    pullRecord: [] as number[],
-    pullDirectRss: [] as number[],
-    pullReplayRss: [] as number[],
-    pullRecordRss: [] as number[],
-    pullDirectCpu: [] as number[],
-    pullReplayCpu: [] as number[],
-    pullRecordCpu: [] as number[],
-    recordStartMs: [] as number[],
-  };
+  const S: Record<string, Samples> = {};
+  const add = (id: string, s: Side, v: number): void => void ((S[id] ??= {})[s] ??= []).push(v);
   const errors: string[] = [];
   const checkWrk = (what: string, r: WrkResult): void => {
     if (r.non2xx || r.socketErrors) errors.push(`${what}: ${r.non2xx} non-2xx, ${r.socketErrors} socket errors`);
   };
+  const recordStart: number[] = [];
 
   for (let i = 0; i < ROUNDS; i++) {
-    const order: Side[] = i % 2 === 0 ? ['registry', 'regtape'] : ['regtape', 'registry'];
-    log(`round ${i + 1}/${ROUNDS}: ${order.join(' then ')}`);
-    // 2. 200 MB blob GET throughput (curl -> /dev/null), two GETs each
-    for (const s of order) {
+    log(`round ${i + 1}/${ROUNDS}`);
+    // 2. 200 MB blob GET throughput (curl -> /dev/null), two GETs each; talkback has no tape for it
+    for (const s of rotate(['registry', 'regtape'] as Side[], i)) {
       for (let k = 0; k < 2; k++) {
-        const { value, cpuS } = await withPeak(servers[s].pid, () => curlGet(bigBlob(s), big.layerSize));
-        S.blobBig[s].push(value);
-        S.blobBigCpu[s].push(cpuS);
+        const { value, cpuS } = await withPeak(servers[s].pid, () => curlGet(urls.bigBlob(servers[s].url), big.layerSize));
+        add('blobBig', s, value);
+        add('blobBigCpu', s, cpuS);
       }
     }
     // 3. 2 MB blobs, 16 connections
-    for (const s of order) {
-      const { value, peakMiB } = await withPeak(servers[s].pid, () => wrk(smallBlob(s), [], WRK_SECONDS));
+    for (const s of rotate(['registry', 'regtape', 'talkback'] as Side[], i)) {
+      const { value, peakMiB, cpuS } = await withPeak(servers[s].pid, () => wrk(urls.smallBlob(servers[s].url), [], WRK_SECONDS));
       checkWrk(`2MB blob ${s}`, value);
-      S.blobSmallRps[s].push(value.rps);
-      S.blobSmallMiB[s].push(value.mibps);
-      S.blobSmallRss[s].push(peakMiB);
+      add('blobSmallRps', s, value.rps);
+      add('blobSmallMiB', s, value.mibps);
+      add('blobSmallRss', s, peakMiB);
+      add('blobSmallCpu', s, (cpuS / value.requests) * 1e6);
     }
     // 4. manifest GETs, 16 connections
-    for (const s of order) {
-      const { value, peakMiB } = await withPeak(servers[s].pid, () => wrk(manifestUrl(s), [`Accept: ${OCI_MANIFEST}`], WRK_SECONDS));
+    for (const s of rotate(SIDES, i)) {
+      const { value, peakMiB, cpuS } = await withPeak(servers[s].pid, () => wrk(urls.manifest(servers[s].url), [`Accept: ${OCI_MANIFEST}`], WRK_SECONDS));
       checkWrk(`manifest ${s}`, value);
-      S.manifestRps[s].push(value.rps);
-      S.manifestRss[s].push(peakMiB);
+      add('manifestRps', s, value.rps);
+      add('manifestRss', s, peakMiB);
+      add('manifestCpu', s, (cpuS / value.requests) * 1e6);
     }
     // 5. full pulls: direct, from replay, through a fresh recorder (rotating order)
-    const pulls = ['direct', 'replay', 'record'];
-    const rot = [...pulls.slice(i % 3), ...pulls.slice(0, i % 3)];
-    for (const p of rot) {
+    for (const p of rotate(['direct', 'replay', 'record'], i)) {
       const verify = i === 0;
       if (p === 'direct') {
         const { value, peakMiB, cpuS } = await withPeak(reg.pid, () => timedPull(h, reg.host, 'test/big', verify));
-        S.pullDirect.push(value);
-        S.pullDirectRss.push(peakMiB);
-        S.pullDirectCpu.push(cpuS);
+        add('pullReplay', 'registry', value);
+        add('pullReplayRss', 'registry', peakMiB);
+        add('pullReplayCpu', 'registry', cpuS);
+        add('pullRecord', 'registry', value);
+        add('pullRecordCpu', 'registry', cpuS);
       } else if (p === 'replay') {
         const { value, peakMiB, cpuS } = await withPeak(rep.pid, () => timedPull(h, rep.host, 'test/big', verify));
-        S.pullReplay.push(value);
-        S.pullReplayRss.push(peakMiB);
-        S.pullReplayCpu.push(cpuS);
+        add('pullReplay', 'regtape', value);
+        add('pullReplayRss', 'regtape', peakMiB);
+        add('pullReplayCpu', 'regtape', cpuS);
       } else {
         const out = h.tempDir(`record-round${i + 1}`);
         const rec = await startRegtape(h, 'record', ['record', '--upstream', reg.url, '--out', out]);
-        S.recordStartMs.push(rec.startMs);
-        // not reset: the recorder's peak over its whole life (start-up included)
-        const { value, peakMiB, cpuS } = await withPeak(rec.pid, () => timedPull(h, rec.host, 'test/big', verify), false);
-        S.pullRecord.push(value);
-        S.pullRecordRss.push(peakMiB);
-        S.pullRecordCpu.push(cpuS);
+        recordStart.push(rec.startMs);
+        // not reset: the recorder's peak and CPU over its whole life (start-up included)
+        const { value, peakMiB } = await withPeak(rec.pid, () => timedPull(h, rec.host, 'test/big', verify), false);
+        const cpuS = cpuOf(rec.pid);
+        add('pullRecord', 'regtape', value);
+        add('pullRecordRss', 'regtape', peakMiB);
+        add('pullRecordCpu', 'regtape', cpuS);
+        add('pullRecordCpuPer200', 'regtape', (cpuS * 200 * MiB) / big.layerSize);
         await h.procs.stop(rec.name);
         if (verify) {
           const stored = path.join(out, 'bodies', 'sha256', big.layerDigest.slice('sha256:'.length));
           const size = fs.existsSync(stored) ? fs.statSync(stored).size : -1;
           if (size !== big.layerSize) throw new Error(`record round ${i + 1}: stored layer has ${size} bytes, expected ${big.layerSize}`);
+          if (sha256hex(fs.readFileSync(stored)) !== big.layerDigest.slice(7)) throw new Error(`record round ${i + 1}: the stored layer does not hash to its name`);
         }
         h.tmp.remove(out);
       }
     }
-    log(
-      `  ${LAYER_MB}MiB GET MiB/s reg ${S.blobBig.registry.slice(-2).map((x) => x.toFixed(0))} tape ${S.blobBig.regtape.slice(-2).map((x) => x.toFixed(0))}; ` +
-        `2MB rps reg ${S.blobSmallRps.registry.at(-1)?.toFixed(0)} tape ${S.blobSmallRps.regtape.at(-1)?.toFixed(0)}; ` +
-        `manifest rps reg ${S.manifestRps.registry.at(-1)?.toFixed(0)} tape ${S.manifestRps.regtape.at(-1)?.toFixed(0)}; ` +
-        `pull s direct ${S.pullDirect.at(-1)?.toFixed(2)} replay ${S.pullReplay.at(-1)?.toFixed(2)} record ${S.pullRecord.at(-1)?.toFixed(2)}`,
-    );
+    const last = (id: string): string => SIDES.filter((s) => S[id]?.[s]?.length).map((s) => `${s} ${S[id][s]!.at(-1)!.toFixed(s === 'regtape' || s === 'registry' ? 2 : 0)}`).join(' ');
+    log(`  manifest rps: ${last('manifestRps')}`);
+    log(`  2MB rps: ${last('blobSmallRps')}; ${LAYER_MB}MiB MiB/s: ${last('blobBig')}; pull s replay: ${last('pullReplay')}; record: ${last('pullRecord')}`);
   }
   const replayIdle = memOf(rep.pid);
   await h.procs.stop(rep.name);
+  await h.procs.stop(tb.name);
+  await h.procs.stop(bare.name);
 
   // ---- 6. replay start-up with N generated fixtures
   const manifestFixture = fixtures.find((f) => f.startsWith('GET_test_small_manifests_v1.'));
@@ -612,12 +707,8 @@ async function bench(h: Harness, began: number): Promise<void> {
     fs.writeFileSync(path.join(genDir, `GET_test_small_manifests_${tag}.${hash}.md`), text);
   }
   log(`generated ${N_FIXTURES} fixtures (${manifestFixture} with varied tags) in ${Date.now() - tg0} ms; measuring start-up`);
-  const startBig: number[] = [];
-  const startBigRss: number[] = [];
-  const startSmall: number[] = [];
-  const startSmallRss: number[] = [];
   for (let i = 0; i < ROUNDS; i++) {
-    for (const which of i % 2 === 0 ? ['gen', 'rec'] : ['rec', 'gen']) {
+    for (const which of rotate(['gen', 'rec'], i)) {
       const t = await startRegtape(h, 'replay-start', ['replay', which === 'gen' ? genDir : recDir, '--quiet']);
       const m = memOf(t.pid);
       if (which === 'gen') {
@@ -625,43 +716,50 @@ async function bench(h: Harness, began: number): Promise<void> {
         if (!m0 || Number(m0[1]) !== N_FIXTURES) throw new Error(`replay of ${N_FIXTURES} fixtures said: ${t.line}`);
         const r = await fetch(`${t.url}/v2/test/small/manifests/${lastTag}`, { accept: OCI_MANIFEST });
         if (r.status !== 200 || `sha256:${r.sha}` !== small.manifestDigest) throw new Error(`generated fixture ${lastTag}: HTTP ${r.status}`);
-        startBig.push(t.startMs);
-        startBigRss.push(m?.rss ?? NaN);
-      } else {
-        startSmall.push(t.startMs);
-        startSmallRss.push(m?.rss ?? NaN);
       }
+      const id = which === 'gen' ? 'startBig' : 'startSmall';
+      add(id, 'regtape', t.startMs / 1000);
+      add(`${id}Cpu`, 'regtape', t.startCpuS);
+      add(`${id}Rss`, 'regtape', m?.rss ?? NaN);
       await h.procs.stop(t.name);
     }
   }
   h.tmp.remove(genDir);
 
   // ---- results
+  const per = `per ${LAYER_MB === 200 ? '' : '200 MiB, scaled from '}${LAYER_MB} MiB`;
   const metrics: Metric[] = [
-    metric('blob_200mb_get', `${LAYER_MB} MiB blob GET throughput`, 'MiB/s', S.blobBig.registry, S.blobBig.regtape, 'ratio >= 1.0', { on: 'ratio', dir: 'ge', value: 1 }),
-    metric('blob_200mb_get_cpu', `server CPU per ${LAYER_MB} MiB GET`, 'cpu s', S.blobBigCpu.registry, S.blobBigCpu.regtape, '(info)'),
-    metric('blob_2mb_x16_rps', '2 MiB blob GETs x16 conns', 'req/s', S.blobSmallRps.registry, S.blobSmallRps.regtape, 'ratio > 4.4', { on: 'ratio', dir: 'gt', value: 4.4 }),
-    metric('blob_2mb_x16_mibps', '2 MiB blob GETs x16 conns', 'MiB/s', S.blobSmallMiB.registry, S.blobSmallMiB.regtape, '(info)'),
-    metric('blob_2mb_x16_peak_rss', 'server peak RSS during 2 MiB x16', 'MiB', S.blobSmallRss.registry, S.blobSmallRss.regtape, 'regtape < 200', { on: 'regtape', dir: 'lt', value: 200 }),
-    metric('manifest_x16_rps', 'manifest GETs x16 conns', 'req/s', S.manifestRps.registry, S.manifestRps.regtape, 'ratio >= 10', { on: 'ratio', dir: 'ge', value: 10 }),
-    metric('manifest_x16_peak_rss', 'server peak RSS during manifest x16', 'MiB', S.manifestRss.registry, S.manifestRss.regtape, '(info)'),
-    metric('pull_replay_s', `skopeo pull ${LAYER_MB} MiB image, direct vs replay`, 's', S.pullDirect, S.pullReplay, 'ratio <= 1.0', { on: 'ratio', dir: 'le', value: 1 }),
-    metric('pull_replay_peak_rss', 'server peak RSS during that pull', 'MiB', S.pullDirectRss, S.pullReplayRss, '(info)'),
-    metric('pull_replay_cpu', 'server CPU during that pull', 'cpu s', S.pullDirectCpu, S.pullReplayCpu, '(info)'),
-    metric('pull_record_s', `skopeo pull ${LAYER_MB} MiB image, direct vs via record`, 's', S.pullDirect, S.pullRecord, 'ratio <= 1.2', { on: 'ratio', dir: 'le', value: 1.2 }),
-    metric('pull_record_peak_rss', 'recorder peak RSS during that pull', 'MiB', undefined, S.pullRecordRss, 'regtape < 150', { on: 'regtape', dir: 'lt', value: 150 }),
-    metric('pull_record_cpu', 'server CPU during that pull (registry: direct pull)', 'cpu s', S.pullDirectCpu, S.pullRecordCpu, '(info)', undefined, 'the registry also serves the recorder, using about as much CPU as in the direct pull'),
-    metric('replay_start_10k_s', `replay start-up, ${N_FIXTURES} fixtures`, 's', undefined, startBig.map((x) => x / 1000), 'regtape < 1', { on: 'regtape', dir: 'lt', value: 1 }),
-    metric('replay_start_10k_rss', `replay RSS after start, ${N_FIXTURES} fixtures`, 'MiB', undefined, startBigRss, '(info)'),
-    metric('replay_start_small_s', `replay start-up, ${fixtures.length} fixtures (reference)`, 's', undefined, startSmall.map((x) => x / 1000), '(info)'),
-    metric('replay_start_small_rss', `replay RSS after start, ${fixtures.length} fixtures`, 'MiB', undefined, startSmallRss, '(info)'),
-    metric('record_start_s', 'record start-up (reference)', 's', undefined, S.recordStartMs.map((x) => x / 1000), '(info)'),
+    metric('manifest_x16_rps', 'manifest GETs x16 conns', 'req/s', S.manifestRps, ['x bare >= 0.85', 'x talkback >= 1.3'], talkbackManifestNote),
+    metric('manifest_x16_cpu_us', 'server CPU per manifest GET', 'us', S.manifestCpu),
+    metric('manifest_x16_peak_rss', 'server peak RSS during manifest x16', 'MiB', S.manifestRss, ['regtape < 150']),
+    metric('blob_2mb_x16_rps', '2 MiB blob GETs x16 conns', 'req/s', S.blobSmallRps, ['x talkback >= 1']),
+    metric('blob_2mb_x16_mibps', '2 MiB blob GETs x16 conns', 'MiB/s', S.blobSmallMiB),
+    metric('blob_2mb_x16_cpu_us', 'server CPU per 2 MiB GET', 'us', S.blobSmallCpu),
+    metric('blob_2mb_x16_peak_rss', 'server peak RSS during 2 MiB x16', 'MiB', S.blobSmallRss, ['regtape < 150']),
+    metric('blob_200mb_get', `${LAYER_MB} MiB blob GET throughput`, 'MiB/s', S.blobBig, ['x registry >= 1']),
+    metric('blob_200mb_get_cpu', `server CPU per ${LAYER_MB} MiB GET`, 'cpu s', S.blobBigCpu),
+    metric('pull_replay_s', `skopeo pull ${LAYER_MB} MiB image, direct vs replay`, 's', S.pullReplay, ['x registry <= 1']),
+    metric('pull_replay_peak_rss', 'server peak RSS during that pull', 'MiB', S.pullReplayRss, ['regtape < 150']),
+    metric('pull_replay_cpu', 'server CPU during that pull', 'cpu s', S.pullReplayCpu),
+    metric('pull_record_s', `skopeo pull ${LAYER_MB} MiB image, direct vs via a fresh record`, 's', S.pullRecord, ['x registry <= 1.3']),
+    metric('pull_record_peak_rss', 'recorder peak RSS (whole life)', 'MiB', S.pullRecordRss, ['regtape < 150']),
+    metric('pull_record_cpu', 'recorder CPU, whole process (registry: its CPU in a direct pull)', 'cpu s', S.pullRecordCpu, [], 'the registry also serves the recorder, using about as much CPU as in the direct pull'),
+    metric('pull_record_cpu_per_200mb', `recorder CPU, whole process, ${per}`, 'cpu s', S.pullRecordCpuPer200, ['regtape <= 1']),
+    metric('replay_start_10k_s', `replay start-up, ${N_FIXTURES} fixtures (spawn to listening)`, 's', S.startBig, ['regtape < 0.4']),
+    metric('replay_start_10k_cpu', `replay start-up CPU, ${N_FIXTURES} fixtures`, 'cpu s', S.startBigCpu),
+    metric('replay_start_10k_rss', `replay RSS after start, ${N_FIXTURES} fixtures`, 'MiB', S.startBigRss),
+    metric('replay_start_small_s', `replay start-up, ${fixtures.length} fixtures (spawn to listening)`, 's', S.startSmall, ['regtape < 0.15']),
+    metric('replay_start_small_cpu', `replay start-up CPU, ${fixtures.length} fixtures`, 'cpu s', S.startSmallCpu),
+    metric('replay_start_small_rss', `replay RSS after start, ${fixtures.length} fixtures`, 'MiB', S.startSmallRss),
+    metric('record_start_s', 'record start-up (spawn to listening)', 's', { regtape: recordStart.map((x) => x / 1000) }),
   ];
   const tableText = table(metrics);
   process.stdout.write(`\n${tableText}\n\n`);
   const missed = metrics.filter((m) => m.pass === false);
   process.stdout.write(missed.length ? `targets missed: ${missed.map((m) => m.id).join(', ')}\n` : 'all targets met\n');
   if (errors.length) process.stdout.write(`load errors: ${errors.join('; ')}\n`);
+  const loadEnd = os.loadavg().map((x) => round(x, 2));
+  if (Math.max(loadStart[0], loadEnd[0]) > 1.5) process.stdout.write(`note: load average ${loadStart[0]} at the start, ${loadEnd[0]} at the end: the machine was shared, wall-clock figures are noisy\n`);
 
   const git = await run('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD']);
   const dirty = await run('git', ['-C', ROOT, 'status', '--porcelain', '--', 'src']);
@@ -677,8 +775,9 @@ async function bench(h: Harness, began: number): Promise<void> {
       git: git.stdout.trim(),
       srcDirty: dirty.stdout.trim() !== '',
       cli: CLI,
+      talkback: (JSON.parse(fs.readFileSync(require.resolve('talkback/package.json'), 'utf8')) as { version: string }).version,
       loadavgStart: loadStart,
-      loadavgEnd: os.loadavg().map((x) => round(x, 2)),
+      loadavgEnd: loadEnd,
     },
     config: {
       layerMiB: LAYER_MB,

@@ -11,6 +11,8 @@ command -v podman >/dev/null || need+=(podman)
 command -v containerd >/dev/null || need+=(containerd)
 command -v ctr >/dev/null || need+=(containerd)
 command -v tar >/dev/null || need+=(tar)
+# npm run bench (not part of npm test) drives the load with wrk
+command -v wrk >/dev/null || need+=(wrk)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
   echo "installing: ${need[*]}"
