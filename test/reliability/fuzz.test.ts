@@ -199,7 +199,8 @@ describe('writing then reading gives the same exchanges back (both formats)', ()
   const url = fc.array(fc.stringMatching(/^[A-Za-z0-9._:%?=&~-]{1,12}$/), { maxLength: 5 }).map((segs) => '/v2/' + segs.join('/'));
   const exchange: fc.Arbitrary<Exchange> = fc.record({
     request: fc.record({ method: fc.constantFrom('GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'), url, headers, body }),
-    response: fc.record({ status: fc.integer({ min: 100, max: 599 }), headers, body }),
+    // 1xx statuses are refused by the readers (fixture/validate.ts)
+    response: fc.record({ status: fc.integer({ min: 200, max: 599 }), headers, body }),
   });
   const strip = (exs: Exchange[]): Exchange[] => exs.map(({ request, response }) => ({ request, ...(response ? { response } : {}) }));
 
