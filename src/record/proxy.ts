@@ -10,7 +10,7 @@ import * as https from 'node:https';
 import * as path from 'node:path';
 import { promises as fsp } from 'node:fs';
 import { finished } from 'node:stream/promises';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { Exchange, HeaderList, headerValue } from '../fixture/model';
 import { BodyStore, isTextContentType } from '../fixture/store';
 import { FixtureFormat, removeStaleTempFiles } from '../fixture/files';
@@ -20,6 +20,7 @@ import { Redactor, RedactOptions } from './redact';
 import { Targets } from './targets';
 import { checkUpstream, DEFAULT_UPSTREAM, parseUpstream } from './upstream';
 import { FixtureWriter } from './writer';
+import { lockFolder } from './lock';
 import { tee } from './tee';
 
 export { DEFAULT_UPSTREAM } from './upstream';
@@ -88,16 +89,24 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
   await fsp.access(out, 2 /* W_OK */).catch(() => {
     throw new UserError(`the fixtures folder ${out} is not writable`);
   });
+  // One recorder per folder: a second one would number the same sequences and overwrite files.
+  const lock = await lockFolder(out);
+  let writer: FixtureWriter;
   const store = opts.store ? BodyStore.at(opts.store) : new BodyStore(out);
-  await fsp.mkdir(store.dir, { recursive: true }).catch((e: NodeJS.ErrnoException) => {
-    throw new UserError(`cannot create the body store ${store.dir}: ${e.code ?? e.message}`);
-  });
-  await store.cleanTemp();
-  await removeStaleTempFiles(out);
-  if (opts.checkUpstream !== false) await checkUpstream(upstream);
+  try {
+    await fsp.mkdir(store.dir, { recursive: true }).catch((e: NodeJS.ErrnoException) => {
+      throw new UserError(`cannot create the body store ${store.dir}: ${e.code ?? e.message}`);
+    });
+    await store.cleanTemp();
+    await removeStaleTempFiles(out);
+    if (opts.checkUpstream !== false) await checkUpstream(upstream);
+    writer = await FixtureWriter.open({ out, format, redactor, overwrite: opts.overwrite, log });
+  } catch (e) {
+    lock.release();
+    throw e;
+  }
 
   const targets = new Targets(upstream);
-  const writer = await FixtureWriter.open({ out, format, redactor, overwrite: opts.overwrite, log });
   const inflight = new Set<Promise<void>>();
   const agents = { 'http:': new http.Agent({ keepAlive: true }), 'https:': new https.Agent({ keepAlive: true }) };
   const proxy = httpProxy.createProxyServer({
@@ -142,10 +151,16 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
     const secret = target.kind === 'token';
     const reqSink = store.sink({ inlineText: secret || isTextContentType(headerValue(reqHeaders, 'content-type')), memoryOnly: secret });
     reqSink.on('error', (e) => log(`regtape: cannot keep the request body of ${method} ${url}: ${e.message}`));
-    if (preread) reqSink.end(preread);
-    else {
-      req.on('data', (chunk: Buffer) => reqSink.write(chunk));
-      req.on('end', () => reqSink.end());
+    // The request body goes upstream and into the sink with backpressure from both: a 1 GiB upload
+    // is never held in memory (http-proxy pipes `buffer` upstream instead of the request itself).
+    let upstreamBody: Readable;
+    if (preread) {
+      reqSink.end(preread);
+      upstreamBody = Readable.from([preread]);
+    } else {
+      const through = new PassThrough({ highWaterMark: 1024 * 1024 });
+      void tee(req, through, reqSink);
+      upstreamBody = through;
     }
 
     let settle!: () => void;
@@ -169,7 +184,8 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
     }
     req.url = target.path;
     const agent = target.origin.startsWith('https:') ? agents['https:'] : agents['http:'];
-    proxy.web(req, res, { target: target.origin, agent, ...(preread ? { buffer: Readable.from([preread]) } : {}) }, (err: NodeJS.ErrnoException) => {
+    proxy.web(req, res, { target: target.origin, agent, buffer: upstreamBody }, (err: NodeJS.ErrnoException) => {
+      upstreamBody.resume(); // the rest of the request body is read and dropped, so the connection stays usable
       const what = target.kind === 'upstream' ? 'upstream' : target.kind === 'token' ? 'token realm' : 'redirect target';
       const timedOut = err.code === 'ETIMEDOUT';
       const message = timedOut
@@ -243,6 +259,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
       while (inflight.size) await Promise.all([...inflight]);
     },
     close: () => {
+      lock.release();
       agents['http:'].destroy();
       agents['https:'].destroy();
       proxy.close();
@@ -254,7 +271,10 @@ export async function record(opts: RecordOptions): Promise<RecordServer> {
   const recorder = await createRecorder(opts);
   const server = http.createServer((req, res) => recorder.handle(req, res));
   const host = opts.host ?? '127.0.0.1';
-  const { port, url } = await start(server, opts.port ?? 8000, host);
+  const { port, url } = await start(server, opts.port ?? 8000, host).catch((e: Error) => {
+    recorder.close();
+    throw e;
+  });
   return {
     url,
     port,

@@ -5,7 +5,7 @@
 import * as path from 'node:path';
 import { promises as fsp } from 'node:fs';
 import { Body, Exchange, HeaderList } from '../fixture/model';
-import { fileSequence, FixtureFormat, fixtureFileName, serialize, writeFileAtomic } from '../fixture/files';
+import { fileSequence, FixtureFormat, fixtureFileName, serialize, writeFileAtomic, writeFileNew } from '../fixture/files';
 import { requestIdentity } from '../fixture/identity';
 import { routeOf } from '../registry/routes';
 import { placeholderUploads, UPLOAD_ID } from '../registry/uploads';
@@ -74,11 +74,18 @@ export class FixtureWriter {
     };
     const identity = requestIdentity({ ...request, form: reqBody.kind === 'inline' ? reqBody.text : undefined });
     const base = fixtureFileName(c.method, recordedUrl, identity, 1, format);
-    const seq = this.nextSequence(base);
-    const file = path.join(out, fixtureFileName(c.method, recordedUrl, identity, seq, format));
     const scrubbed = redactor.scrub(serialize([exchange], format), credentialsIn(c.reqHeaders));
+    let seq = this.nextSequence(base);
+    let file = path.join(out, fixtureFileName(c.method, recordedUrl, identity, seq, format));
+    if (this.opts.overwrite) await writeFileAtomic(file, scrubbed.text);
+    else {
+      // Never replace a file: if that number was taken meanwhile (another process), take the next.
+      while (!(await writeFileNew(file, scrubbed.text))) {
+        seq = this.nextSequence(base);
+        file = path.join(out, fixtureFileName(c.method, recordedUrl, identity, seq, format));
+      }
+    }
     if (scrubbed.hits) this.opts.log(`regtape: redacted ${scrubbed.hits} more secret(s) in ${path.basename(file)}`);
-    await writeFileAtomic(file, scrubbed.text);
     this.written.push(file);
     if (seq === 1 && this.opts.overwrite) await removeOlderSequence(out, base, new Set(this.written));
     return { exchange, file, hits: scrubbed.hits };

@@ -109,7 +109,10 @@ export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
     } else replayer.handle(req, res);
   });
   const host = opts.host ?? '127.0.0.1';
-  const { port, url } = await start(server, opts.port ?? 8000, host);
+  const { port, url } = await start(server, opts.port ?? 8000, host).catch(async (e: Error) => {
+    await replayer.close(); // lets go of the --record-missing folder's lock
+    throw e;
+  });
   return {
     url,
     port,

@@ -134,7 +134,7 @@ describe('record is SIGKILLed mid-blob', () => {
 });
 
 describe('a second recorder started on the same folder while the first is mid-blob', () => {
-  it("does not destroy the first one's in-flight temp body: the layer is still recorded", async () => {
+  it("refuses to start and touches nothing: the first one's layer is still recorded", async () => {
     const up = await FakeUpstream.start();
     const layer = new GeneratedBlob(16 * MB);
     const layerUrl = up.blob('shared/img', layer);
@@ -163,7 +163,8 @@ describe('a second recorder started on the same folder while the first is mid-bl
       });
       const tmpDir = path.join(out, 'bodies', '.tmp');
       await waitFor(() => paused !== undefined && fs.existsSync(tmpDir) && allFiles(tmpDir).length > 0, 'the first recorder to be mid-blob');
-      b = await record({ upstream: up.url, out, port: 0 }); // cleans bodies/.tmp at start
+      // The folder is locked: the second recorder refuses before it cleans anything.
+      await expect(record({ upstream: up.url, out, port: 0 }).then((r) => (b = r))).rejects.toThrow(/in use by another regtape recorder \(pid \d+/);
       paused!.resume();
       await done;
       expect(sha256(Buffer.concat(chunks))).toBe(layer.digest);

@@ -5,6 +5,8 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import { LOCK_FILE } from '../../src/record/lock';
+import { processAlive } from '../../src/fixture/store';
 
 export interface Got {
   status: number;
@@ -81,7 +83,16 @@ export function allFiles(dir: string): string[] {
 
 /** Files a crashed or failed write may leave: dot-prefixed names anywhere, anything under bodies/.tmp. */
 export function tempLeftovers(dir: string): string[] {
-  return allFiles(dir).filter(isHidden);
+  return allFiles(dir).filter((f) => isHidden(f) && !(f === LOCK_FILE && lockHeld(path.join(dir, f))));
+}
+
+/** A recorder's folder lock is no leftover while its recorder runs. */
+function lockHeld(file: string): boolean {
+  try {
+    return processAlive((JSON.parse(fs.readFileSync(file, 'utf8')) as { pid: number }).pid);
+  } catch {
+    return false;
+  }
 }
 
 const isHidden = (rel: string): boolean => rel.split(path.sep).some((part) => part.startsWith('.'));
