@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /** The command line: parses flags and calls the library. Nothing else lives here. */
-import { Command, InvalidArgumentError, CommanderError } from 'commander';
+import { Command, InvalidArgumentError, CommanderError, Option } from 'commander';
 import { record, DEFAULT_UPSTREAM } from './record/proxy';
 import { replay, StrictReplayError } from './replay/server';
 import { FaultRule, loadFaultRules, parseFaultFlag, parseLatency } from './replay/faults';
@@ -8,6 +8,8 @@ import { FixtureError } from './fixture/model';
 import { FixturePathError } from './fixture/files';
 import { UserError } from './http/server';
 import { formatListing, formatReport, ls, verify } from './inspect';
+import { clientAddress, runCommand, splitExec } from './service/exec';
+import { LogFormat, output, parseLogFormat, writeReport } from './service/output';
 
 const out = (s: string): void => void process.stdout.write(s + '\n');
 const err = (s: string): void => void process.stderr.write(s + '\n');
@@ -25,16 +27,16 @@ function format(v: string): 'md' | 'yaml' {
 }
 
 /** Stops on SIGINT/SIGTERM after `close` finished, exit 0. */
-function onSignals(close: () => Promise<void>): void {
+function onSignals(close: () => Promise<void>, say: (line: string) => void = err): void {
   let closing = false;
   const handler = (sig: string): void => {
     if (closing) return;
     closing = true;
-    err(`regtape: ${sig}, finishing in-flight exchanges`);
+    say(`regtape: ${sig}, finishing in-flight exchanges`);
     close().then(
       () => process.exit(0),
       (e: Error) => {
-        err(`regtape: ${e instanceof UserError ? e.message : e.stack ?? e.message}`);
+        say(`regtape: ${e instanceof UserError ? e.message : e.stack ?? e.message}`);
         process.exit(1);
       },
     );
@@ -56,9 +58,15 @@ interface ReplayFlags {
   fault?: FaultRule[];
   faults?: string;
   store?: string;
+  report?: string;
+  logFormat: LogFormat;
 }
 
-export function program(): Command {
+/** --port, defaulting to $REGTAPE_PORT, then 8000 (the container image's health check reads the same). */
+const portOption = (): Option => new Option('--port <n>', 'port to listen on').argParser(port).default(8000).env('REGTAPE_PORT');
+
+/** `exec`: the command after `--` of `regtape replay DIR -- CMD ARGS...` (see service/exec.ts). */
+export function program(exec?: string[]): Command {
   const prog = new Command('regtape')
     .description('Record and replay the container registry API: offline, byte-exact registry test doubles.')
     .exitOverride()
@@ -69,7 +77,7 @@ export function program(): Command {
     .command('record')
     .description('proxy a registry and write every exchange as a fixture')
     .option('--upstream <url>', 'the registry to record', DEFAULT_UPSTREAM)
-    .option('--port <n>', 'port to listen on', port, 8000)
+    .addOption(portOption())
     .option('--host <addr>', 'address to listen on', '127.0.0.1')
     .option('--out <dir>', 'folder to write fixtures into', 'fixtures')
     .option('--format <md|yaml>', 'fixture format', format, 'md')
@@ -106,7 +114,7 @@ Example:
     .command('replay')
     .description('serve recorded fixtures as a registry, offline')
     .argument('<paths...>', 'fixture folders or files (folders are read recursively)')
-    .option('--port <n>', 'port to listen on', port, 8000)
+    .addOption(portOption())
     .option('--host <addr>', 'address to listen on', '127.0.0.1')
     .option('--quiet', 'no line per request')
     .option('--strict [what]', "exit 1 at shutdown if a request went unmatched ('unused': also if a fixture went unused)")
@@ -117,6 +125,8 @@ Example:
     .option('--latency <ms>', 'delay every answer: 50, or a range 20-200', parseLatency)
     .option('--fault <spec>', 'inject a registry fault, e.g. 429@GET:manifest#2, 503@/v2/x/manifests/v1, cut=1024@blob, expire-token#4 (repeatable)', (v: string, prev: FaultRule[] = []) => [...prev, parseFaultFlag(v)])
     .option('--faults <file>', 'a YAML file of fault rules (docs/faults.md)')
+    .option('--report <file>', 'at shutdown, write the summary JSON (what GET /__regtape/summary answers) to this file')
+    .addOption(new Option('--log-format <format>', "stderr as 'text' lines or 'json', one object per line").argParser(parseLogFormat).default('text'))
     .option('--store <dir>', 'read bodies from DIR, the store they were recorded into with record --store')
     .addHelpText(
       'after',
@@ -127,18 +137,22 @@ Example:
   $ docker manifest inspect --insecure 127.0.0.1:8000/demo/hello:v1
   $ regtape replay fixtures/ --strict                 # CI: exit 1 on any request with no fixture
   $ regtape replay fixtures/ --record-missing --upstream https://registry-1.docker.io
-  $ regtape replay fixtures/ --fault 429@GET:manifest#1 --latency 20-100`,
+  $ regtape replay fixtures/ --fault 429@GET:manifest#1 --latency 20-100
+  $ regtape replay fixtures/ --strict --report summary.json -- npm test   # runs the tests with REGTAPE_URL and
+                                                                          # REGTAPE_HOST set, exits with their code`,
     )
     .action(async (paths: string[], o: ReplayFlags) => {
       if (o.recordMissing && !o.upstream) throw new UserError('--record-missing needs --upstream URL (the registry to record what is missing from)');
       if (o.strict !== undefined && o.strict !== true && o.strict !== 'unused') throw new UserError(`--strict takes no value or 'unused', not ${JSON.stringify(o.strict)}`);
       const faults = [...(o.fault ?? []), ...(o.faults ? await loadFaultRules(o.faults) : [])];
+      const io = output(o.logFormat, !!o.quiet, err);
       const server = await replay({
         fixtures: paths,
         port: o.port,
         host: o.host,
         // --quiet drops the line per request; misses, refusals and errors are always shown.
-        log: (line, level) => (level === 'warn' || !o.quiet ? err(line) : undefined),
+        log: io.log,
+        onRequest: io.onRequest,
         strict: o.strict,
         latency: o.latency,
         faults,
@@ -146,21 +160,39 @@ Example:
         recordMissing: o.recordMissing ? { upstream: o.upstream!, out: o.out, format: o.format } : undefined,
       });
       for (const ex of server.unservable) {
-        err(`regtape: note: ${ex.source?.file}:${ex.source?.line}: ${ex.request.method} ${ex.request.url} has no recorded response; it is not served`);
+        io.say(`regtape: note: ${ex.source?.file}:${ex.source?.line}: ${ex.request.method} ${ex.request.url} has no recorded response; it is not served`, 'warn');
       }
-      if (faults.length) err(`regtape: injecting ${faults.length} fault rule(s)`);
-      onSignals(async () => {
+      if (faults.length) io.say(`regtape: injecting ${faults.length} fault rule(s)`);
+      /** Prints the summary, stops, writes --report; says why a strict run failed, if it did. */
+      const shutdown = async (): Promise<string | undefined> => {
         const s = server.summary();
-        err(`regtape: served ${s.served} requests, ${s.unmatchedTotal} unmatched, ${s.unused.length} fixtures unused${s.recorded.length ? `, ${s.recorded.length} recorded` : ''}`);
-        for (const m of s.unmatched) err(`regtape: unmatched ${m.request}${m.count > 1 ? ` (x${m.count})` : ''}${m.nearest[0] ? ` (nearest ${m.nearest[0].request}: ${m.nearest[0].why})` : ''}`);
-        if (o.strict === 'unused') for (const u of s.unused) err(`regtape: unused ${u.source?.file}:${u.source?.line} ${u.request.method} ${u.request.url}`);
+        io.say(`regtape: served ${s.served} requests, ${s.unmatchedTotal} unmatched, ${s.unused.length} fixtures unused${s.recorded.length ? `, ${s.recorded.length} recorded` : ''}`);
+        for (const m of s.unmatched) io.say(`regtape: unmatched ${m.request}${m.count > 1 ? ` (x${m.count})` : ''}${m.nearest[0] ? ` (nearest ${m.nearest[0].request}: ${m.nearest[0].why})` : ''}`, 'warn');
+        if (o.strict === 'unused') for (const u of s.unused) io.say(`regtape: unused ${u.source?.file}:${u.source?.line} ${u.request.method} ${u.request.url}`, 'warn');
+        let failure: string | undefined;
         try {
           await server.close();
         } catch (e) {
-          if (e instanceof StrictReplayError) throw new UserError('strict mode: ' + (e.summary.unmatched.length ? `${e.summary.unmatched.length} unmatched request(s)` : `${e.summary.unused.length} unused fixture(s)`));
-          throw e;
+          if (!(e instanceof StrictReplayError)) throw e;
+          failure = 'strict mode: ' + (e.summary.unmatched.length ? `${e.summary.unmatched.length} unmatched request(s)` : `${e.summary.unused.length} unused fixture(s)`);
         }
-      });
+        if (o.report) await writeReport(o.report, server.report());
+        return failure;
+      };
+      if (exec) {
+        // stdout belongs to the command: regtape's own lines go to stderr.
+        const addr = clientAddress(server.host, server.port);
+        io.say(`regtape replaying ${server.exchanges} exchanges from ${server.files.length} fixture files on ${server.url}; running ${exec.join(' ')}`);
+        const code = await runCommand(exec, { REGTAPE_URL: addr.url, REGTAPE_HOST: addr.host }, (line) => io.say(line, 'warn'));
+        const failure = await shutdown();
+        if (failure) io.say(`regtape: ${failure}${code === 0 ? '' : ` (the exit code, ${code}, is the command's)`}`, 'warn');
+        process.exitCode = code !== 0 ? code : failure ? 1 : 0;
+        return;
+      }
+      onSignals(async () => {
+        const failure = await shutdown();
+        if (failure) throw new UserError(failure);
+      }, (line) => io.say(line, 'warn'));
       // Printed once the signal handlers are in place: a test harness may stop us right after it.
       out(`regtape replaying ${server.exchanges} exchanges from ${server.files.length} fixture files on ${server.url}`);
     });
@@ -190,7 +222,8 @@ Example:
 
 export async function main(argv: string[]): Promise<number> {
   try {
-    await program().parseAsync(argv);
+    const { argv: args, command } = splitExec(argv);
+    await program(command).parseAsync(args);
     return 0;
   } catch (e) {
     if (e instanceof CommanderError) {

@@ -3,6 +3,8 @@ export { record, DEFAULT_UPSTREAM } from './record/proxy';
 export type { RecordOptions, RecordServer } from './record/proxy';
 export { replay, StrictReplayError } from './replay/server';
 export type { ReplayOptions, ReplayServer, ReplaySummary } from './replay/server';
+export type { ServedRequest } from './replay/replayer';
+export type { HealthJson, SummaryJson, RequestsJson } from './control/api';
 export { parseFaultFlag, loadFaultRules } from './replay/faults';
 export type { FaultRule } from './replay/faults';
 export { Matcher } from './replay/match';

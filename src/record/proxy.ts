@@ -269,7 +269,16 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
 
 export async function record(opts: RecordOptions): Promise<RecordServer> {
   const recorder = await createRecorder(opts);
-  const server = http.createServer((req, res) => recorder.handle(req, res));
+  const server = http.createServer((req, res) => {
+    // The container image's health check (and any supervisor) asks here; never forwarded, never recorded.
+    if (req.url === '/__regtape/health' && (req.method === 'GET' || req.method === 'HEAD')) {
+      const body = JSON.stringify({ status: 'recording', upstream: recorder.upstream });
+      res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+      res.end(req.method === 'HEAD' ? undefined : body);
+      return;
+    }
+    recorder.handle(req, res);
+  });
   const host = opts.host ?? '127.0.0.1';
   const { port, url } = await start(server, opts.port ?? 8000, host).catch((e: Error) => {
     recorder.close();

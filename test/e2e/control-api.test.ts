@@ -136,3 +136,18 @@ describe('reset forgets push state: a recorded push replays twice', () => {
     await r.close(); // strict: rejects if anything went unmatched
   });
 });
+
+describe('record answers health itself', () => {
+  const h = new Harness();
+  afterAll(() => h.cleanup());
+
+  it('GET /__regtape/health is 200 from the recorder, not forwarded and not recorded', async () => {
+    const reg = await h.startRegistry({ mode: 'plain' });
+    const out = h.tempDir('rec');
+    const rec = await record({ upstream: reg.url, out, port: 0, log: quiet });
+    h.onCleanup(() => rec.close());
+    expect(await getJson(`${rec.url}/__regtape/health`)).toEqual({ status: 200, json: { status: 'recording', upstream: reg.url } });
+    await rec.close();
+    expect(rec.written()).toEqual([]);
+  });
+});
