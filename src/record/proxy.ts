@@ -43,6 +43,12 @@ export interface RecordOptions {
    * folder, shared by several fixture sets. Same layout: `<store>/sha256/<hex>`.
    */
   store?: string;
+  /**
+   * Write per-run values as they were: `Date`, token times, the order of Accept lines, the kernel in
+   * the docker daemon's User-Agent, ports of local token servers and CDNs. Default: normalised
+   * (record/noise.ts), so that recording the same pulls again gives the same files.
+   */
+  keepNoise?: boolean;
   /** Called with each exchange once its fixture is written. */
   onRecorded?: (ex: Exchange, file: string) => void;
   log?: (line: string) => void;
@@ -100,7 +106,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
     await store.cleanTemp();
     await removeStaleTempFiles(out);
     if (opts.checkUpstream !== false) await checkUpstream(upstream);
-    writer = await FixtureWriter.open({ out, format, redactor, overwrite: opts.overwrite, log });
+    writer = await FixtureWriter.open({ out, format, redactor, overwrite: opts.overwrite, keepNoise: opts.keepNoise, log });
   } catch (e) {
     lock.release();
     throw e;
@@ -219,7 +225,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
           if (!complete || !ok || !(req.complete || preread)) return fail('connection closed before the exchange completed');
           try {
             await finished(reqSink);
-            const { exchange, file } = await writer.write({
+            const { exchange, file, times } = await writer.write({
               method,
               url,
               reqHeaders,
@@ -234,7 +240,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
             opts.onRecorded?.({ ...exchange, source: { file: path.relative(process.cwd(), file) || file, line: 1 } }, file);
             const recordedUrl = exchange.request.url;
             const ms = Number(process.hrtime.bigint() - started) / 1e6;
-            log(`${method} ${recordedUrl} ${status} ${sink.bytes}B ${ms.toFixed(0)}ms -> ${path.basename(file)}`);
+            log(`${method} ${recordedUrl} ${status} ${sink.bytes}B ${ms.toFixed(0)}ms -> ${path.basename(file)}${times > 1 ? ` x${times}` : ''}`);
             settle();
           } catch (e) {
             const code = (e as NodeJS.ErrnoException).code;

@@ -3,14 +3,16 @@
  * from the request's identity, sequence numbers, and an atomic write.
  */
 import * as path from 'node:path';
+import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
-import { Body, Exchange, HeaderList } from '../fixture/model';
+import { Body, Exchange, HeaderList, RecordedResponse } from '../fixture/model';
 import { fileSequence, FixtureFormat, fixtureFileName, serialize, writeFileAtomic, writeFileNew } from '../fixture/files';
 import { requestIdentity } from '../fixture/identity';
 import { routeOf } from '../registry/routes';
 import { placeholderUploads, UPLOAD_ID } from '../registry/uploads';
 import { credentialsIn, Redactor } from './redact';
 import { toPlaceholder } from './rewrite';
+import { describeOrigin, normaliseNoise } from './noise';
 
 /** One completed exchange as the proxy saw it, before redaction. */
 export interface CapturedExchange {
@@ -38,13 +40,30 @@ export interface WriterOptions {
   redactor: Redactor;
   /** Replace what the folder holds for a request recorded again, instead of appending to its sequence. */
   overwrite?: boolean;
+  /** Write per-run values (dates, token times, Accept order, local ports) as they were (noise.ts). */
+  keepNoise?: boolean;
   log: (line: string) => void;
 }
+
+/** The last answer written for a fixture base name in this session: a repeat of it raises its count. */
+interface LastWritten {
+  file: string;
+  exchange: Exchange;
+  /** sha256 of the answer (status, headers, body) as written. */
+  answer: string;
+  credentials: Set<string>;
+}
+
+/** Bases whose last answer is remembered (most recent first out): bounds memory; past it a repeat gets its own file. */
+const LAST_MAX = 1000;
 
 export class FixtureWriter {
   private readonly written: string[] = [];
   /** Without --overwrite a request recorded again is appended as the next in its sequence. */
   private readonly sessionSeen = new Map<string, number>();
+  private readonly last = new Map<string, LastWritten>();
+  /** Writes of one base name happen in order: a repeat rewrites the file the previous one wrote. */
+  private readonly queues = new Map<string, Promise<unknown>>();
 
   private constructor(
     private readonly opts: WriterOptions,
@@ -60,35 +79,80 @@ export class FixtureWriter {
     return [...this.written];
   }
 
-  /** Redacts and writes one exchange; returns the exchange as written and its file. */
-  async write(c: CapturedExchange): Promise<{ exchange: Exchange; file: string; hits: number }> {
+  /**
+   * Redacts, normalises and writes one exchange; returns the exchange as written, its file, and how
+   * many times in a row that answer has now been recorded (a repeat rewrites the file with its count).
+   */
+  write(c: CapturedExchange): Promise<{ exchange: Exchange; file: string; hits: number; times: number }> {
     const { redactor, out, format } = this.opts;
     const reqBody = redactBody(c.reqBody, (t) => redactor.redactForm(t));
-    const resBody = redactBody(c.resBody, (t) => (c.secret || looksLikeTokenResponse(c.url) ? redactor.redactJson(t) : t));
-    const recordedUrl = placeholderUploads(redactor.redactUrl(c.url));
-    const request = { method: c.method, url: recordedUrl, headers: redactor.redactHeaders(c.reqHeaders), body: reqBody };
-    const exchange: Exchange = {
-      comments: [`${c.method} ${recordedUrl} -> ${c.status}`, `recorded by regtape from ${c.from}`],
-      request,
+    const tokenResponse = c.secret || looksLikeTokenResponse(c.url);
+    const resBody = redactBody(c.resBody, (t) => (tokenResponse ? redactor.redactJson(t) : t));
+    const redactedUrl = placeholderUploads(redactor.redactUrl(c.url));
+    let exchange: Exchange = {
+      request: { method: c.method, url: redactedUrl, headers: redactor.redactHeaders(c.reqHeaders), body: reqBody },
       response: { status: c.status, headers: uploadPlaceholders(redactor.redactHeaders(toPlaceholder(c.resHeaders, c.liveOrigin))), body: resBody },
     };
+    if (!this.opts.keepNoise) exchange = normaliseNoise(exchange, c.liveOrigin, tokenResponse);
+    exchange.response = lengthOfWritten(exchange.response!, c.resBody);
+    const request = exchange.request;
+    const recordedUrl = request.url;
+    exchange.comments = [`${c.method} ${recordedUrl} -> ${c.status}`, `recorded by regtape from ${this.opts.keepNoise ? c.from : describeOrigin(c.from)}`];
     const identity = requestIdentity({ ...request, form: reqBody.kind === 'inline' ? reqBody.text : undefined });
     const base = fixtureFileName(c.method, recordedUrl, identity, 1, format);
-    const scrubbed = redactor.scrub(serialize([exchange], format), credentialsIn(c.reqHeaders));
-    let seq = this.nextSequence(base);
-    let file = path.join(out, fixtureFileName(c.method, recordedUrl, identity, seq, format));
-    if (this.opts.overwrite) await writeFileAtomic(file, scrubbed.text);
-    else {
-      // Never replace a file: if that number was taken meanwhile (another process), take the next.
-      while (!(await writeFileNew(file, scrubbed.text))) {
-        seq = this.nextSequence(base);
-        file = path.join(out, fixtureFileName(c.method, recordedUrl, identity, seq, format));
+    const credentials = credentialsIn(c.reqHeaders);
+    const answer = createHash('sha256').update(JSON.stringify(exchange.response)).digest('hex');
+    const previous = this.queues.get(base) ?? Promise.resolve();
+    const job = previous.then(async () => {
+      const last = this.last.get(base);
+      if (last && last.answer === answer) {
+        // The same answer again: one file with a count, not a copy per request (lossless: [A, A, B] is `A x2, B`).
+        last.exchange.times = (last.exchange.times ?? 1) + 1;
+        for (const cred of credentials) last.credentials.add(cred);
+        await this.writeScrubbed(last.file, last.exchange, [...last.credentials]);
+        return { exchange: last.exchange, file: last.file, hits: 0, times: last.exchange.times };
       }
-    }
+      const text = this.scrubbed(exchange, credentials);
+      let seq = this.nextSequence(base);
+      let file = path.join(out, fixtureFileName(c.method, recordedUrl, identity, seq, format));
+      if (this.opts.overwrite) await writeFileAtomic(file, text.text);
+      else {
+        // Never replace a file: if that number was taken meanwhile (another process), take the next.
+        while (!(await writeFileNew(file, text.text))) {
+          seq = this.nextSequence(base);
+          file = path.join(out, fixtureFileName(c.method, recordedUrl, identity, seq, format));
+        }
+      }
+      if (text.hits) this.opts.log(`regtape: redacted ${text.hits} more secret(s) in ${path.basename(file)}`);
+      const hits = text.hits;
+      this.written.push(file);
+      this.last.delete(base);
+      this.last.set(base, { file, exchange, answer, credentials: new Set(credentials) });
+      if (this.last.size > LAST_MAX) this.last.delete(this.last.keys().next().value!);
+      if (seq === 1 && this.opts.overwrite) await removeOlderSequence(out, base, new Set(this.written));
+      return { exchange, file, hits, times: 1 };
+    });
+    // A failed write must not block the next one of the same name.
+    const tail = job.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.queues.set(base, tail);
+    // Forget finished queues: the map holds only writes in flight.
+    void tail.then(() => this.queues.get(base) === tail && this.queues.delete(base));
+    return job;
+  }
+
+  private scrubbed(exchange: Exchange, credentials: string[]): { text: string; hits: number } {
+    return this.opts.redactor.scrub(serialize([exchange], this.opts.format), credentials);
+  }
+
+  /** Rewrites this session's own file (a repeat raised its count). */
+  private async writeScrubbed(file: string, exchange: Exchange, credentials: string[]): Promise<number> {
+    const scrubbed = this.scrubbed(exchange, credentials);
     if (scrubbed.hits) this.opts.log(`regtape: redacted ${scrubbed.hits} more secret(s) in ${path.basename(file)}`);
-    this.written.push(file);
-    if (seq === 1 && this.opts.overwrite) await removeOlderSequence(out, base, new Set(this.written));
-    return { exchange, file, hits: scrubbed.hits };
+    await writeFileAtomic(file, scrubbed.text);
+    return scrubbed.hits;
   }
 
   private nextSequence(base: string): number {
@@ -107,6 +171,13 @@ function uploadPlaceholders(headers: HeaderList): HeaderList {
     if (lower === 'location') return [n, placeholderUploads(v)];
     return [n, v];
   });
+}
+
+/** A body changed by redaction or normalisation: its Content-Length says what the fixture holds. */
+function lengthOfWritten(r: RecordedResponse, captured: Body): RecordedResponse {
+  if (r.body.kind !== 'inline' || captured.kind !== 'inline' || r.body.text === captured.text) return r;
+  const n = String(Buffer.byteLength(r.body.text));
+  return { ...r, headers: r.headers.map(([k, v]) => (k.toLowerCase() === 'content-length' ? [k, n] : [k, v])) };
 }
 
 function redactBody(body: Body, f: (text: string) => string): Body {

@@ -38,7 +38,9 @@ export class Matcher {
       return;
     }
     this.all.push(ex);
-    push(this.buckets, bucketKey(recordedView(ex)), ex);
+    // An answer recorded N times in a row (`times`) takes N places in its sequence.
+    const key = bucketKey(recordedView(ex));
+    for (let i = 0; i < (ex.times ?? 1); i++) push(this.buckets, key, ex);
     push(this.byPath, splitUrl(ex.request.url).path, ex);
   }
 

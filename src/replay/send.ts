@@ -113,6 +113,8 @@ export function serveExchange(
     if (HOP_BY_HOP.has(lower)) continue;
     // Content-Length follows the body we serve; a recorded HEAD (no body) keeps its recorded length.
     if (lower === 'content-length' && body.kind !== 'none') continue;
+    // The current time, sent by node:http, not the time of the recording.
+    if (lower === 'date') continue;
     let value = v.includes(ORIGIN_PLACEHOLDER) ? v.split(ORIGIN_PLACEHOLDER).join(origin) : v;
     if (value.includes(UPLOAD_ID) || value.includes(UPLOAD_STATE)) value = fillUploads(value);
     headers.push([n, value]);
