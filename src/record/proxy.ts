@@ -99,13 +99,14 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
   const lock = await lockFolder(out);
   let writer: FixtureWriter;
   const store = opts.store ? BodyStore.at(opts.store) : new BodyStore(out);
+  let challenge: string | undefined;
   try {
     await fsp.mkdir(store.dir, { recursive: true }).catch((e: NodeJS.ErrnoException) => {
       throw new UserError(`cannot create the body store ${store.dir}: ${e.code ?? e.message}`);
     });
     await store.cleanTemp();
     await removeStaleTempFiles(out);
-    if (opts.checkUpstream !== false) await checkUpstream(upstream);
+    challenge = opts.checkUpstream !== false ? await checkUpstream(upstream) : undefined;
     writer = await FixtureWriter.open({ out, format, redactor, overwrite: opts.overwrite, keepNoise: opts.keepNoise, log });
   } catch (e) {
     lock.release();
@@ -113,6 +114,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
   }
 
   const targets = new Targets(upstream);
+  targets.learnChallenge(challenge);
   const inflight = new Set<Promise<void>>();
   const agents = { 'http:': new http.Agent({ keepAlive: true }), 'https:': new https.Agent({ keepAlive: true }) };
   const proxy = httpProxy.createProxyServer({

@@ -10,6 +10,8 @@ import { isRedirect, redirectPath, redirectTarget } from '../registry/redirect';
 import { routeOf } from '../registry/routes';
 import { rewriteLocationHeaders } from './rewrite';
 
+const LOOPBACK = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|\[::1\])$/;
+
 export interface Target {
   origin: string;
   /** Path and query to send there. */
@@ -22,6 +24,11 @@ export class Targets {
   readonly upstreamOrigins: Set<string>;
   /** Stable redirect path -> the signed URL it stands for. Only in memory: signatures never reach disk. */
   private redirects = new Map<string, string>();
+  /**
+   * Loopback token servers and CDNs seen with a port (`http://127.0.0.1` → `41234`): fixtures are
+   * written without it (noise.ts), so a request replay hands on (--record-missing) may lack it.
+   */
+  private localPorts = new Map<string, string>();
 
   constructor(readonly upstream: URL) {
     this.upstreamOrigins = new Set([upstream.origin]);
@@ -34,6 +41,7 @@ export class Targets {
     if (route.kind === 'token') {
       const realm = pathToRealm(p);
       if (!realm) return undefined;
+      this.withLocalPort(realm);
       const q = url.indexOf('?');
       const search = [realm.search.slice(1), q >= 0 ? url.slice(q + 1) : ''].filter(Boolean).join('&');
       return { origin: realm.origin, path: realm.pathname + (search ? '?' + search : ''), kind: 'token' };
@@ -42,9 +50,33 @@ export class Targets {
       const signed = this.redirects.get(p);
       const t = signed ? new URL(signed) : redirectTarget(p);
       if (!t) return undefined;
+      if (!signed) this.withLocalPort(t);
       return { origin: t.origin, path: t.pathname + t.search, kind: 'redirect' };
     }
     return { origin: this.upstream.origin, path: url, kind: 'upstream' };
+  }
+
+  /** Remembers the port of a loopback realm or redirect target (from a challenge or a Location). */
+  learn(url: string): void {
+    let u: URL;
+    try {
+      u = new URL(url);
+    } catch {
+      return;
+    }
+    if (u.port && LOOPBACK.test(u.hostname)) this.localPorts.set(`${u.protocol}//${u.hostname}`, u.port);
+  }
+
+  /** Learns the realm of a Bearer challenge (the upstream's own, before it is rewritten). */
+  learnChallenge(header: string | undefined): void {
+    const m = header && /\brealm\s*=\s*"?([^",\s]+)/i.exec(header);
+    if (m) this.learn(m[1]);
+  }
+
+  private withLocalPort(u: URL): void {
+    if (u.port || !LOOPBACK.test(u.hostname)) return;
+    const port = this.localPorts.get(`${u.protocol}//${u.hostname}`);
+    if (port) u.port = port;
   }
 
   /** Response headers as the client gets them: URLs on the upstream, realms and redirects turned to us. */
@@ -61,12 +93,17 @@ export class Targets {
         }
         // An ordinary redirect within the registry (no signed query) is rewritten like any Location below.
         if (this.upstreamOrigins.has(abs.origin) && !abs.search) return [n, v];
+        this.learn(abs.origin);
         const stable = redirectPath(abs);
         this.redirects.set(stable, abs.href);
         return [n, liveOrigin + stable];
       });
     }
     h = rewriteLocationHeaders(h, this.upstreamOrigins, liveOrigin);
-    return h.map(([n, v]) => (n.toLowerCase() === 'www-authenticate' ? [n, rewriteChallengeRealm(v, liveOrigin)] : [n, v]));
+    return h.map(([n, v]) => {
+      if (n.toLowerCase() !== 'www-authenticate') return [n, v];
+      this.learnChallenge(v);
+      return [n, rewriteChallengeRealm(v, liveOrigin)];
+    });
   }
 }

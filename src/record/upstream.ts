@@ -16,12 +16,14 @@ export function parseUpstream(s: string): URL {
   return u;
 }
 
-export async function checkUpstream(u: URL): Promise<void> {
+/** Checks that the upstream answers `/v2/`; resolves with its Bearer challenge, if any. */
+export async function checkUpstream(u: URL): Promise<string | undefined> {
   const mod = u.protocol === 'https:' ? https : http;
-  await new Promise<void>((resolve, reject) => {
+  return new Promise<string | undefined>((resolve, reject) => {
     const req = mod.request(new URL('/v2/', u), { method: 'GET', timeout: 10_000 }, (res) => {
       res.resume();
-      resolve();
+      const challenge = res.headers['www-authenticate'];
+      resolve(Array.isArray(challenge) ? challenge[0] : challenge);
     });
     req.on('timeout', () => req.destroy(Object.assign(new Error('no answer in 10 s'), { code: 'ETIMEDOUT' })));
     req.on('error', (e: NodeJS.ErrnoException) =>
