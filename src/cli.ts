@@ -86,6 +86,7 @@ export function program(exec?: string[]): Command {
     .option('--redact-field <name...>', 'also redact these JSON fields in token responses and form fields in token requests')
     .option('--overwrite', 'replace fixtures of requests recorded again (default: keep both, as a sequence)')
     .option('--keep-noise', 'write per-run values as recorded (Date, token times, Accept order, kernel in User-Agent, local ports); default: normalised, so re-recording gives the same files')
+    .option('--lfs', 'mark bodies for Git LFS in the .gitattributes written beside them (default: binary, no diff)')
     .option('--store <dir>', 'keep bodies in DIR (layout sha256/<hex>) instead of <out>/bodies/: a store shared by several fixture sets, e.g. a CI cache')
     .addHelpText(
       'after',
@@ -95,7 +96,7 @@ Example:
   $ skopeo copy --src-tls-verify=false docker://127.0.0.1:8000/demo/hello:v1 dir:/tmp/hello
   (Ctrl-C stops after the in-flight exchanges are written)`,
     )
-    .action(async (o: { upstream: string; port: number; host: string; out: string; format: 'md' | 'yaml'; redactHeader?: string[]; redactQuery?: string[]; redactField?: string[]; overwrite?: boolean; store?: string; keepNoise?: boolean }) => {
+    .action(async (o: { upstream: string; port: number; host: string; out: string; format: 'md' | 'yaml'; redactHeader?: string[]; redactQuery?: string[]; redactField?: string[]; overwrite?: boolean; store?: string; keepNoise?: boolean; lfs?: boolean }) => {
       const server = await record({
         upstream: o.upstream,
         port: o.port,
@@ -106,6 +107,7 @@ Example:
         overwrite: o.overwrite,
         store: o.store,
         keepNoise: o.keepNoise,
+        lfs: o.lfs,
         log: err,
       });
       onSignals(() => server.close());

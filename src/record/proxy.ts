@@ -12,7 +12,8 @@ import { promises as fsp } from 'node:fs';
 import { finished } from 'node:stream/promises';
 import { PassThrough, Readable } from 'node:stream';
 import { Exchange, HeaderList, headerValue } from '../fixture/model';
-import { BodyStore, isTextContentType } from '../fixture/store';
+import { BODIES_DIR, BodyStore, isTextContentType } from '../fixture/store';
+import { writeGitAttributes } from '../fixture/gitattributes';
 import { FixtureFormat, removeStaleTempFiles } from '../fixture/files';
 import { HOP_BY_HOP, rawHeaderList, start, UserError } from '../http/server';
 import { errorBody } from '../registry/errors';
@@ -49,6 +50,11 @@ export interface RecordOptions {
    * (record/noise.ts), so that recording the same pulls again gives the same files.
    */
   keepNoise?: boolean;
+  /**
+   * The `.gitattributes` written beside the body store marks bodies for Git LFS
+   * (`filter=lfs diff=lfs merge=lfs -text`) instead of `binary -diff`.
+   */
+  lfs?: boolean;
   /** Called with each exchange once its fixture is written. */
   onRecorded?: (ex: Exchange, file: string) => void;
   log?: (line: string) => void;
@@ -106,6 +112,8 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
     });
     await store.cleanTemp();
     await removeStaleTempFiles(out);
+    if (opts.store) await writeGitAttributes(store.dir, 'sha256/**', opts.lfs ?? false);
+    else await writeGitAttributes(out, `${BODIES_DIR}/**`, opts.lfs ?? false);
     challenge = opts.checkUpstream !== false ? await checkUpstream(upstream) : undefined;
     writer = await FixtureWriter.open({ out, format, redactor, overwrite: opts.overwrite, keepNoise: opts.keepNoise, log });
   } catch (e) {
