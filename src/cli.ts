@@ -10,6 +10,7 @@ import { UserError } from './http/server';
 import { formatListing, formatReport, ls, verify } from './inspect';
 import { clientAddress, runCommand, splitExec } from './service/exec';
 import { LogFormat, output, parseLogFormat, writeReport } from './service/output';
+import { tlsFlagOptions, TlsFlags, caCommand, collect } from './cli-tls';
 
 const out = (s: string): void => void process.stdout.write(s + '\n');
 const err = (s: string): void => void process.stderr.write(s + '\n');
@@ -45,7 +46,7 @@ function onSignals(close: () => Promise<void>, say: (line: string) => void = err
   process.on('SIGTERM', () => handler('SIGTERM'));
 }
 
-interface ReplayFlags {
+interface ReplayFlags extends TlsFlags {
   port: number;
   host: string;
   quiet?: boolean;
@@ -88,6 +89,13 @@ export function program(exec?: string[]): Command {
     .option('--keep-noise', 'write per-run values as recorded (Date, token times, Accept order, kernel in User-Agent, local ports); default: normalised, so re-recording gives the same files')
     .option('--lfs', 'mark bodies for Git LFS in the .gitattributes written beside them (default: binary, no diff)')
     .option('--store <dir>', 'keep bodies in DIR (layout sha256/<hex>) instead of <out>/bodies/: a store shared by several fixture sets, e.g. a CI cache')
+    .option('--tls', "serve HTTPS with a certificate from regtape's CA (127.0.0.1, ::1, localhost, --tls-name) or --tls-cert/--tls-key")
+    .option('--tls-name <name>', 'with --tls: another DNS name or IP the certificate covers (repeatable)', collect)
+    .option('--tls-cert <file>', 'with --tls: serve this certificate (PEM) instead of one from the CA')
+    .option('--tls-key <file>', 'with --tls-cert: its private key (PEM)')
+    .option('--ca-dir <dir>', "with --tls: regtape's CA folder (default $REGTAPE_CA_DIR or ~/.config/regtape/ca)")
+    .option('--upstream-ca <file>', 'trust these CA certificates (PEM) for upstreams, besides the system store and NODE_EXTRA_CA_CERTS')
+    .option('--resolve <host=addr:port>', "connect to ADDR:PORT for HOST, TLS still verified for HOST (like curl's; repeatable)", collect)
     .addHelpText(
       'after',
       `
@@ -96,7 +104,7 @@ Example:
   $ skopeo copy --src-tls-verify=false docker://127.0.0.1:8000/demo/hello:v1 dir:/tmp/hello
   (Ctrl-C stops after the in-flight exchanges are written)`,
     )
-    .action(async (o: { upstream: string; port: number; host: string; out: string; format: 'md' | 'yaml'; redactHeader?: string[]; redactQuery?: string[]; redactField?: string[]; overwrite?: boolean; store?: string; keepNoise?: boolean; lfs?: boolean }) => {
+    .action(async (o: TlsFlags & { upstream: string; port: number; host: string; out: string; format: 'md' | 'yaml'; redactHeader?: string[]; redactQuery?: string[]; redactField?: string[]; overwrite?: boolean; store?: string; keepNoise?: boolean; lfs?: boolean }) => {
       const server = await record({
         upstream: o.upstream,
         port: o.port,
@@ -108,8 +116,12 @@ Example:
         store: o.store,
         keepNoise: o.keepNoise,
         lfs: o.lfs,
+        tls: tlsFlagOptions(o),
+        resolve: o.resolve,
+        upstreamCa: o.upstreamCa,
         log: err,
       });
+      if (server.caCert) err(`regtape: HTTPS with a certificate from regtape's CA: clients must trust ${server.caCert}`);
       onSignals(() => server.close());
       out(`regtape recording on ${server.url} -> ${server.upstream}, fixtures in ${server.out}`);
     });
@@ -132,6 +144,13 @@ Example:
     .option('--report <file>', 'at shutdown, write the summary JSON (what GET /__regtape/summary answers) to this file')
     .addOption(new Option('--log-format <format>', "stderr as 'text' lines or 'json', one object per line").argParser(parseLogFormat).default('text'))
     .option('--store <dir>', 'read bodies from DIR, the store they were recorded into with record --store')
+    .option('--tls', "serve HTTPS with a certificate from regtape's CA (127.0.0.1, ::1, localhost, --tls-name) or --tls-cert/--tls-key")
+    .option('--tls-name <name>', 'with --tls: another DNS name or IP the certificate covers (repeatable)', collect)
+    .option('--tls-cert <file>', 'with --tls: serve this certificate (PEM) instead of one from the CA')
+    .option('--tls-key <file>', 'with --tls-cert: its private key (PEM)')
+    .option('--ca-dir <dir>', "with --tls: regtape's CA folder (default $REGTAPE_CA_DIR or ~/.config/regtape/ca)")
+    .option('--upstream-ca <file>', 'with --record-missing: trust these CA certificates (PEM) for the upstream')
+    .option('--resolve <host=addr:port>', 'with --record-missing: connect to ADDR:PORT for HOST, TLS still verified for HOST (repeatable)', collect)
     .addHelpText(
       'after',
       `
@@ -146,6 +165,7 @@ Example:
                                                                           # REGTAPE_HOST set, exits with their code`,
     )
     .action(async (paths: string[], o: ReplayFlags) => {
+      if (!o.recordMissing && (o.upstreamCa || o.resolve)) throw new UserError(`${o.upstreamCa ? '--upstream-ca' : '--resolve'} only applies with --record-missing (replay opens no connection otherwise)`);
       if (o.recordMissing && !o.upstream) throw new UserError('--record-missing needs --upstream URL (the registry to record what is missing from)');
       if (o.strict !== undefined && o.strict !== true && o.strict !== 'unused') throw new UserError(`--strict takes no value or 'unused', not ${JSON.stringify(o.strict)}`);
       const faults = [...(o.fault ?? []), ...(o.faults ? await loadFaultRules(o.faults) : [])];
@@ -161,8 +181,10 @@ Example:
         latency: o.latency,
         faults,
         store: o.store,
-        recordMissing: o.recordMissing ? { upstream: o.upstream!, out: o.out, format: o.format } : undefined,
+        recordMissing: o.recordMissing ? { upstream: o.upstream!, out: o.out, format: o.format, resolve: o.resolve, upstreamCa: o.upstreamCa } : undefined,
+        tls: tlsFlagOptions(o),
       });
+      if (server.caCert) io.say(`regtape: HTTPS with a certificate from regtape's CA: clients must trust ${server.caCert}`);
       for (const ex of server.unservable) {
         io.say(`regtape: note: ${ex.source?.file}:${ex.source?.line}: ${ex.request.method} ${ex.request.url} has no recorded response; it is not served`, 'warn');
       }
@@ -185,7 +207,7 @@ Example:
       };
       if (exec) {
         // stdout belongs to the command: regtape's own lines go to stderr.
-        const addr = clientAddress(server.host, server.port);
+        const addr = clientAddress(server.host, server.port, server.url.startsWith('https:') ? 'https' : 'http');
         io.say(`regtape replaying ${server.exchanges} exchanges from ${server.files.length} fixture files on ${server.url}; running ${exec.join(' ')}`);
         const code = await runCommand(exec, { REGTAPE_URL: addr.url, REGTAPE_HOST: addr.host }, (line) => io.say(line, 'warn'));
         const failure = await shutdown();
@@ -200,6 +222,17 @@ Example:
       // Printed once the signal handlers are in place: a test harness may stop us right after it.
       out(`regtape replaying ${server.exchanges} exchanges from ${server.files.length} fixture files on ${server.url}`);
     });
+  prog
+    .command('ca')
+    .description("create regtape's certificate authority on first use (for --tls and the forward proxy) and print the path of its certificate")
+    .option('--ca-dir <dir>', 'the CA folder (default $REGTAPE_CA_DIR or ~/.config/regtape/ca)')
+    .addHelpText('after', '\nExample:\n  $ export SSL_CERT_FILE=$(regtape ca)   # Go clients (skopeo, podman, crane) then trust regtape --tls')
+    .action(async (o: { caDir?: string }) => {
+      const { hints, certPath } = await caCommand(o.caDir);
+      for (const h of hints) err(h);
+      out(certPath); // the last line, alone on stdout: $(regtape ca) is the path
+    });
+
   prog
     .command('verify')
     .description('check fixtures: every body against its digest and size, every manifest against its digest, every pull complete offline')

@@ -5,8 +5,9 @@
  */
 import type { Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { isTls, RegistryServer } from './tls';
 
-export function answerProtocolErrors(server: Server): void {
+export function answerProtocolErrors(server: RegistryServer): void {
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     if (!socket.writable || err.code === 'ECONNRESET') {
       socket.destroy();
@@ -15,7 +16,9 @@ export function answerProtocolErrors(server: Server): void {
     const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
     const body = tooLarge
       ? 'request headers too large\n'
-      : 'regtape speaks plain HTTP on this port; point the client at http:// (e.g. --tls-verify=false, --insecure)\n';
+      : isTls(server)
+        ? 'malformed HTTP request\n'
+        : 'regtape speaks plain HTTP on this port; point the client at http:// (e.g. --tls-verify=false, --insecure)\n';
     socket.end(
       `HTTP/1.1 ${tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request'}\r\n` +
         `Content-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
@@ -42,7 +45,7 @@ export function rawHeaderList(raw: string[]): Array<[string, string]> {
 }
 
 /** Answers protocol errors, listens, and says where: `{ port, url }` (port 0 picks a free one). */
-export async function start(server: Server, port: number, host: string): Promise<{ port: number; url: string }> {
+export async function start(server: RegistryServer, port: number, host: string): Promise<{ port: number; url: string }> {
   answerProtocolErrors(server);
   // Let the client close idle connections first: with node's 5 s default, a client (containerd) that
   // reuses a connection just as the server drops it sees "unexpected EOF" on a PUT it cannot retry.
@@ -51,11 +54,11 @@ export async function start(server: Server, port: number, host: string): Promise
   server.headersTimeout = 125_000;
   await listen(server, port, host);
   const actual = (server.address() as AddressInfo).port;
-  return { port: actual, url: `http://${host.includes(':') ? `[${host}]` : host}:${actual}` };
+  return { port: actual, url: `${isTls(server) ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${actual}` };
 }
 
 /** Listens, turning "port in use" and friends into one clear message. */
-export function listen(server: Server, port: number, host: string): Promise<void> {
+export function listen(server: Server | RegistryServer, port: number, host: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (e: NodeJS.ErrnoException): void => {
       server.off('listening', onListening);

@@ -316,3 +316,52 @@ function toPem(der: Buffer, label: string): string {
   const b64 = der.toString('base64').replace(/.{1,64}/g, '$&\n');
   return `-----BEGIN ${label}-----\n${b64}-----END ${label}-----\n`;
 }
+
+/** How a registry port serves TLS (`--tls`): from regtape's CA, or from the user's own files. */
+export interface ServeTlsOptions {
+  /** Names besides 127.0.0.1, ::1 and localhost (and the listening address) that the certificate from the CA covers (`--tls-name`). */
+  names?: string[];
+  /** The CA folder (default defaultCaDir()). */
+  caDir?: string;
+  /** The user's certificate (PEM, may hold the chain) and key (`--tls-cert`, `--tls-key`): used as they are. */
+  certFile?: string;
+  keyFile?: string;
+}
+
+/** The certificate and key a `--tls` server presents; `caCertPath` is what clients must trust when it comes from regtape's CA. */
+export async function serverTls(opts: ServeTlsOptions, listenHost: string): Promise<{ cert: string; key: string; names: string[]; caCertPath?: string }> {
+  if (opts.certFile || opts.keyFile) {
+    if (!opts.certFile || !opts.keyFile) throw new UserError(opts.certFile ? '--tls-cert needs --tls-key (the private key of that certificate)' : '--tls-key needs --tls-cert (the certificate of that key)');
+    if (opts.names?.length) throw new UserError('--tls-name has no effect with --tls-cert: the names are those of your certificate');
+    const read = (flag: string, file: string): string => {
+      try {
+        return fs.readFileSync(file, 'utf8');
+      } catch (e) {
+        throw new UserError(`${flag} ${file}: cannot read it (${(e as NodeJS.ErrnoException).code})`);
+      }
+    };
+    const cert = read('--tls-cert', opts.certFile);
+    const key = read('--tls-key', opts.keyFile);
+    let leaf: NodeX509;
+    try {
+      leaf = new NodeX509(cert);
+    } catch {
+      throw new UserError(`--tls-cert ${opts.certFile}: not a certificate in PEM (-----BEGIN CERTIFICATE-----)`);
+    }
+    let priv: ReturnType<typeof createPrivateKey>;
+    try {
+      priv = createPrivateKey(key);
+    } catch {
+      throw new UserError(`--tls-key ${opts.keyFile}: not an unencrypted private key in PEM`);
+    }
+    if (!leaf.checkPrivateKey(priv)) throw new UserError(`--tls-key ${opts.keyFile} is not the key of the certificate in ${opts.certFile}`);
+    if (Date.parse(leaf.validTo) < Date.now()) throw new UserError(`--tls-cert ${opts.certFile} expired on ${leaf.validTo}`);
+    const names = (leaf.subjectAltName ?? '').split(', ').map((s) => s.replace(/^(DNS|IP Address):/, '')).filter(Boolean);
+    return { cert, key, names };
+  }
+  const ca = await loadOrCreateCA(opts.caDir);
+  const wildcard = ['0.0.0.0', '::', ''].includes(listenHost);
+  const names = normalizeNames(['127.0.0.1', '::1', 'localhost', ...(wildcard ? [] : [listenHost]), ...(opts.names ?? [])]);
+  const { cert, key } = await ca.issue(names);
+  return { cert, key, names, caCertPath: ca.certPath };
+}

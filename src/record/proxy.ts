@@ -6,7 +6,6 @@
  */
 import httpProxy from 'http-proxy';
 import * as http from 'node:http';
-import * as https from 'node:https';
 import * as path from 'node:path';
 import { promises as fsp } from 'node:fs';
 import { finished } from 'node:stream/promises';
@@ -16,10 +15,12 @@ import { BODIES_DIR, BodyStore, isTextContentType } from '../fixture/store';
 import { writeGitAttributes } from '../fixture/gitattributes';
 import { FixtureFormat, removeStaleTempFiles } from '../fixture/files';
 import { HOP_BY_HOP, rawHeaderList, start, UserError } from '../http/server';
+import { createServer, requestOrigin } from '../http/tls';
+import { serverTls, ServeTlsOptions } from '../proxy/ca';
 import { errorBody } from '../registry/errors';
 import { Redactor, RedactOptions } from './redact';
 import { Targets } from './targets';
-import { checkUpstream, DEFAULT_UPSTREAM, parseUpstream } from './upstream';
+import { checkUpstream, DEFAULT_UPSTREAM, parseUpstream, upstreamAgents } from './upstream';
 import { FixtureWriter } from './writer';
 import { lockFolder } from './lock';
 import { tee } from './tee';
@@ -55,6 +56,12 @@ export interface RecordOptions {
    * (`filter=lfs diff=lfs merge=lfs -text`) instead of `binary -diff`.
    */
   lfs?: boolean;
+  /** Serve HTTPS (`--tls`): a certificate from regtape's CA, or the user's (`--tls-cert/--tls-key`). */
+  tls?: ServeTlsOptions;
+  /** `--resolve HOST=ADDR:PORT` values: where connections for HOST go (TLS still verified for HOST). */
+  resolve?: string[];
+  /** `--upstream-ca FILE`: CA certificates (PEM) trusted for upstreams besides the system's. */
+  upstreamCa?: string;
   /** Called with each exchange once its fixture is written. */
   onRecorded?: (ex: Exchange, file: string) => void;
   log?: (line: string) => void;
@@ -66,6 +73,8 @@ export interface RecordServer {
   host: string;
   upstream: string;
   out: string;
+  /** With --tls from regtape's CA: the CA certificate clients must trust. */
+  caCert?: string;
   /** Fixture files written so far. */
   written(): string[];
   /** Stops accepting, lets in-flight exchanges finish and be written, then resolves. */
@@ -101,6 +110,8 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
   await fsp.access(out, 2 /* W_OK */).catch(() => {
     throw new UserError(`the fixtures folder ${out} is not writable`);
   });
+  // Bad --resolve or --upstream-ca values fail here, before the folder is locked.
+  const upstreamAgentSet = upstreamAgents({ resolve: opts.resolve, ca: opts.upstreamCa });
   // One recorder per folder: a second one would number the same sequences and overwrite files.
   const lock = await lockFolder(out);
   let writer: FixtureWriter;
@@ -114,9 +125,10 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
     await removeStaleTempFiles(out);
     if (opts.store) await writeGitAttributes(store.dir, 'sha256/**', opts.lfs ?? false);
     else await writeGitAttributes(out, `${BODIES_DIR}/**`, opts.lfs ?? false);
-    challenge = opts.checkUpstream !== false ? await checkUpstream(upstream) : undefined;
+    challenge = opts.checkUpstream !== false ? await checkUpstream(upstream, upstreamAgentSet) : undefined;
     writer = await FixtureWriter.open({ out, format, redactor, overwrite: opts.overwrite, keepNoise: opts.keepNoise, log });
   } catch (e) {
+    upstreamAgentSet.destroy();
     lock.release();
     throw e;
   }
@@ -124,7 +136,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
   const targets = new Targets(upstream);
   targets.learnChallenge(challenge);
   const inflight = new Set<Promise<void>>();
-  const agents = { 'http:': new http.Agent({ keepAlive: true }), 'https:': new https.Agent({ keepAlive: true }) };
+  const agents = { 'http:': upstreamAgentSet.http, 'https:': upstreamAgentSet.https };
   const proxy = httpProxy.createProxyServer({
     changeOrigin: true, // virtual-hosted registries (Hub, ghcr, quay) need their own Host and SNI
     secure: true,
@@ -153,7 +165,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
 
   const forward = (req: http.IncomingMessage, res: http.ServerResponse, preread?: Buffer): void => {
     const started = process.hrtime.bigint();
-    const liveOrigin = `http://${req.headers.host ?? `${opts.host ?? '127.0.0.1'}:${opts.port ?? 8000}`}`;
+    const liveOrigin = requestOrigin(req, `${opts.host ?? '127.0.0.1'}:${opts.port ?? 8000}`);
     const reqHeaders: HeaderList = rawHeaderList(req.rawHeaders).filter(([n]) => !HOP_BY_HOP.has(n) && n !== 'host');
     const method = req.method ?? 'GET';
     const url = req.url ?? '/';
@@ -284,18 +296,23 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
 }
 
 export async function record(opts: RecordOptions): Promise<RecordServer> {
-  const recorder = await createRecorder(opts);
-  const server = http.createServer((req, res) => {
-    // The container image's health check (and any supervisor) asks here; never forwarded, never recorded.
-    if (req.url === '/__regtape/health' && (req.method === 'GET' || req.method === 'HEAD')) {
-      const body = JSON.stringify({ status: 'recording', upstream: recorder.upstream });
-      res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
-      res.end(req.method === 'HEAD' ? undefined : body);
-      return;
-    }
-    recorder.handle(req, res);
-  });
   const host = opts.host ?? '127.0.0.1';
+  const tls = opts.tls ? await serverTls(opts.tls, host) : undefined;
+  const recorder = await createRecorder(opts);
+  const server = createServer(
+    (req, res) => {
+      // The container image's health check (and any supervisor) asks here; never forwarded, never recorded.
+      if (req.url === '/__regtape/health' && (req.method === 'GET' || req.method === 'HEAD')) {
+        const body = JSON.stringify({ status: 'recording', upstream: recorder.upstream });
+        res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+        res.end(req.method === 'HEAD' ? undefined : body);
+        return;
+      }
+      recorder.handle(req, res);
+    },
+    tls,
+    opts.log,
+  );
   const { port, url } = await start(server, opts.port ?? 8000, host).catch((e: Error) => {
     recorder.close();
     throw e;
@@ -306,6 +323,7 @@ export async function record(opts: RecordOptions): Promise<RecordServer> {
     host,
     upstream: recorder.upstream,
     out: recorder.out,
+    caCert: tls?.caCertPath,
     written: recorder.written,
     close: once(async () => {
       const closed = new Promise<void>((r) => server.close(() => r()));

@@ -9,6 +9,7 @@ import { LoadedExchange } from '../fixture/files';
 import { RequestView } from '../fixture/identity';
 import { FixtureFormat } from '../fixture/files';
 import { rawHeaderList } from '../http/server';
+import { requestOrigin } from '../http/tls';
 import { errorBody } from '../registry/errors';
 import { routeOf, unknownCode } from '../registry/routes';
 import { createRecorder, Recorder } from '../record/proxy';
@@ -24,7 +25,7 @@ export interface ReplayerOptions {
   /** One line per request on this function (default: none); `level` 'warn' for misses, refusals and errors. */
   log?: (line: string, level?: 'request' | 'warn') => void;
   /** Serve what is recorded; forward what is not to this upstream and record it (VCR's new_episodes). */
-  recordMissing?: { upstream: string; out: string; format?: FixtureFormat; redact?: RedactOptions; store?: string };
+  recordMissing?: { upstream: string; out: string; format?: FixtureFormat; redact?: RedactOptions; store?: string; resolve?: string[]; upstreamCa?: string };
   /** Delay every answer: fixed milliseconds, or a [min, max] range drawn uniformly. */
   latency?: number | [number, number];
   /** Registry faults to inject (replay/faults.ts). */
@@ -100,6 +101,8 @@ export class Replayer {
           format: rm.format,
           redact: rm.redact,
           store: rm.store,
+          resolve: rm.resolve,
+          upstreamCa: rm.upstreamCa,
           log: opts.log && ((line: string) => opts.log?.(line, 'request')),
           onRecorded: (ex) => self?.add({ ...ex, store: recorderStore! }),
         })
@@ -206,7 +209,7 @@ export class Replayer {
       const [min, max] = this.latency;
       await new Promise((r) => setTimeout(r, min + Math.random() * (max - min)));
     }
-    const fault = this.faults.active ? this.faults.check(view, route, `http://${req.headers.host ?? '127.0.0.1'}`) : undefined;
+    const fault = this.faults.active ? this.faults.check(view, route, requestOrigin(req)) : undefined;
     if (fault && 'respond' in fault) {
       req.resume();
       res.writeHead(fault.respond.status, flatten([...fault.respond.headers, ['Content-Length', String(Buffer.byteLength(fault.respond.body))]]));

@@ -10,6 +10,7 @@ import type * as http from 'node:http';
 import { HeaderList, ORIGIN_PLACEHOLDER } from '../fixture/model';
 import { LoadedExchange } from '../fixture/files';
 import { HOP_BY_HOP } from '../http/server';
+import { requestOrigin } from '../http/tls';
 import { routeOf } from '../registry/routes';
 import { freshTokenResponse } from '../registry/auth';
 import { UPLOAD_ID, UPLOAD_STATE } from '../registry/uploads';
@@ -101,7 +102,7 @@ export function serveExchange(
   cutAfter?: number,
 ): void {
   const out = ex.response!;
-  const origin = `http://${req.headers.host ?? '127.0.0.1'}`;
+  const origin = requestOrigin(req);
   const headers: HeaderList = [];
   let body = out.body;
   if (body.kind === 'inline' && out.status === 200 && routeOf(req.path).kind === 'token') {

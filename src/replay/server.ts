@@ -6,6 +6,8 @@ import * as http from 'node:http';
 import { LoadedExchange, loadFixtures } from '../fixture/files';
 import { FixtureFormat } from '../fixture/files';
 import { start } from '../http/server';
+import { createServer } from '../http/tls';
+import { serverTls, ServeTlsOptions } from '../proxy/ca';
 import { RedactOptions } from '../record/redact';
 import { controlApp, isControlPath, summaryJson, SummaryJson } from '../control/api';
 import { FaultRule } from './faults';
@@ -27,7 +29,9 @@ export interface ReplayOptions {
    */
   strict?: boolean | 'unused';
   /** Serve what is recorded; forward what is not to this upstream and record it (VCR's new_episodes). */
-  recordMissing?: { upstream: string; out?: string; format?: FixtureFormat; redact?: RedactOptions };
+  recordMissing?: { upstream: string; out?: string; format?: FixtureFormat; redact?: RedactOptions; resolve?: string[]; upstreamCa?: string };
+  /** Serve HTTPS (`--tls`): a certificate from regtape's CA, or the user's (`--tls-cert/--tls-key`). */
+  tls?: ServeTlsOptions;
   /** Delay every answer: fixed milliseconds, or a [min, max] range drawn uniformly. */
   latency?: number | [number, number];
   /** Registry faults to inject (replay/faults.ts). */
@@ -59,6 +63,8 @@ export interface ReplayServer {
   url: string;
   port: number;
   host: string;
+  /** With --tls from regtape's CA: the CA certificate clients must trust. */
+  caCert?: string;
   /** How many exchanges it can serve. */
   exchanges: number;
   /** Fixture files loaded. */
@@ -83,6 +89,7 @@ export interface ReplayServer {
 
 export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
   const paths = Array.isArray(opts.fixtures) ? opts.fixtures : [opts.fixtures];
+  const tls = opts.tls ? await serverTls(opts.tls, opts.host ?? '127.0.0.1') : undefined;
   const loaded = await loadFixtures(paths, { store: opts.store });
   const firstDir = paths.find((p) => !/\.(md|markdown|txt|ya?ml)$/i.test(p)) ?? paths[0];
   const replayer = await Replayer.create(loaded.exchanges, {
@@ -102,12 +109,12 @@ export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
   let control: http.RequestListener | undefined;
   let closing: Promise<void> | undefined;
   const health = () => ({ status: closing ? ('closing' as const) : ('serving' as const), exchanges: replayer.size });
-  const server = http.createServer((req, res) => {
+  const server = createServer((req, res) => {
     if (isControlPath(req.url ?? '/')) {
       control ??= controlApp({ health, summary, requests: () => replayer.recent(), requestsMax: RECENT_MAX, reset: () => replayer.reset() });
       control(req, res);
     } else replayer.handle(req, res);
-  });
+  }, tls, opts.log && ((line: string) => opts.log?.(line, 'warn')));
   const host = opts.host ?? '127.0.0.1';
   const { port, url } = await start(server, opts.port ?? 8000, host).catch(async (e: Error) => {
     await replayer.close(); // lets go of the --record-missing folder's lock
@@ -117,6 +124,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
     url,
     port,
     host,
+    caCert: tls?.caCertPath,
     exchanges: replayer.size,
     files: loaded.files,
     unservable: replayer.unservable,

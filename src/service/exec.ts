@@ -22,10 +22,10 @@ export function splitExec(argv: string[]): { argv: string[]; command?: string[] 
 }
 
 /** What a client on this machine dials for a server listening on `host`:`port`. */
-export function clientAddress(host: string, port: number): { url: string; host: string } {
+export function clientAddress(host: string, port: number, scheme: 'http' | 'https' = 'http'): { url: string; host: string } {
   const dial = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
   const hostPort = dial.includes(':') ? `[${dial}]:${port}` : `${dial}:${port}`;
-  return { url: `http://${hostPort}`, host: hostPort };
+  return { url: `${scheme}://${hostPort}`, host: hostPort };
 }
 
 const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];

@@ -42,6 +42,8 @@ export interface CtrTransferOptions extends RunOptions {
   user?: string;
   /** --plain-http (default true) */
   plainHttp?: boolean;
+  /** --hosts-dir DIR: per-registry hosts.toml (server, ca, ...); pass plainHttp: false for https */
+  hostsDir?: string;
 }
 
 export interface ContainerdImageTarget {
@@ -189,6 +191,7 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
       const f: string[] = [];
       if (o.plainHttp ?? true) f.push('--plain-http');
       if (o.user) f.push('--user', o.user);
+      if (o.hostsDir) f.push('--hosts-dir', o.hostsDir);
       return f;
     };
     const contentDir = path.join(rootDir, 'io.containerd.content.v1.content', 'blobs');

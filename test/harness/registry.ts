@@ -37,6 +37,12 @@ export interface RegistryOptions {
   binary?: string;
   /** serve https with a self-signed certificate for 127.0.0.1 (its PEM is in `caCert`) */
   tls?: boolean;
+  /**
+   * serve https with a certificate for these names (DNS names or IPs; e.g. ['ghcr.io']) issued by a
+   * throw-away CA made for this registry (its PEM is in `caCert`); clients reach it by name through
+   * a proxy or regtape's --resolve. Implies tls.
+   */
+  tlsNames?: string[];
 }
 
 export interface Registry {
@@ -63,7 +69,7 @@ export interface Registry {
   /** redirect/hub: 'http://127.0.0.1:CPORT' (the redirect middleware's baseurl, without the slash) */
   cdnUrl?: string;
   cdn?: BlobCdn;
-  /** tls: the path of the self-signed certificate (PEM) the registry serves */
+  /** tls: the self-signed certificate (PEM) the registry serves; tlsNames: the throw-away CA that issued its certificate */
   caCert?: string;
   /** the registry's stdout+stderr (last 200 lines) */
   logs(): string;
@@ -152,7 +158,20 @@ export async function startRegistry(opts: RegistryOptions): Promise<Registry> {
   try {
     const extra: string[] = [];
     let caCert: string | undefined;
-    if (opts.tls) {
+    if (opts.tlsNames?.length) {
+      caCert = path.join(stateDir, 'test-ca.crt');
+      const caKey = path.join(stateDir, 'test-ca.key');
+      const crt = path.join(stateDir, 'tls.crt');
+      const key = path.join(stateDir, 'tls.key');
+      const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2'];
+      const ca = await run('openssl', ['req', '-x509', ...ec, '-subj', '/CN=regtape throw-away test CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign', '-keyout', caKey, '-out', caCert]);
+      if (ca.code !== 0) throw new Error(`openssl could not make a CA: ${ca.stderr}`);
+      const san = opts.tlsNames.map((n) => (/^[\d.]+$|:/.test(n) ? `IP:${n}` : `DNS:${n}`)).join(',');
+      const leaf = await run('openssl', ['req', '-x509', '-CA', caCert, '-CAkey', caKey, ...ec, '-subj', `/CN=${opts.tlsNames[0]}`, '-addext', 'basicConstraints=critical,CA:FALSE', '-addext', 'extendedKeyUsage=serverAuth', '-addext', `subjectAltName=${san}`, '-keyout', key, '-out', crt]);
+      if (leaf.code !== 0) throw new Error(`openssl could not make a certificate: ${leaf.stderr}`);
+      fs.rmSync(caKey); // nothing needs it any more
+      extra.push('  tls:', `    certificate: ${q(crt)}`, `    key: ${q(key)}`);
+    } else if (opts.tls) {
       caCert = path.join(stateDir, 'tls.crt');
       const key = path.join(stateDir, 'tls.key');
       const r = await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', caCert]);
@@ -207,7 +226,7 @@ export async function startRegistry(opts: RegistryOptions): Promise<Registry> {
       return {
         mode,
         host,
-        url: `${opts.tls ? 'https' : 'http'}://${host}`,
+        url: `${opts.tls || opts.tlsNames?.length ? 'https' : 'http'}://${host}`,
         caCert,
         port,
         pid: child.pid ?? -1,
