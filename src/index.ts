@@ -21,4 +21,8 @@ export { UserError } from './http/server';
 export { verify, formatReport, ls, formatListing } from './inspect';
 export type { VerifyReport, Problem, Listing } from './inspect';
 export { createRecorder } from './record/proxy';
+export { loadOrCreateCA, defaultCaDir } from './proxy/ca';
+export type { CertificateAuthority, ServeTlsOptions } from './proxy/ca';
+export { upstreamAgents, parseResolve } from './record/upstream';
+export type { UpstreamAgents, UpstreamAgentOptions, ResolveRule } from './record/upstream';
 export type { Recorder } from './record/proxy';

@@ -2,16 +2,19 @@
 //  - `regtape ca`: one CA per folder, created once (also by two processes at once), key 0600;
 //  - `record --tls --upstream https://ghcr.io --resolve ghcr.io=127.0.0.1:PORT --upstream-ca test-ca.pem`
 //    records a Hub-like registry (token realm, CDN redirects) whose certificate is for ghcr.io only,
-//    issued by a throw-away CA: skopeo (SSL_CERT_FILE) and ctr (hosts.toml `ca`) pull through it;
+//    issued by a throw-away CA: skopeo, podman, the docker CLI (SSL_CERT_FILE) and ctr (hosts.toml `ca`)
+//    pull through it;
 //  - the registry is stopped; `replay --tls` serves the same pulls to fresh clients, bytes checked against
 //    digests; a client that does not trust regtape's CA is refused; plain HTTP to the TLS port gets a 400
-//    that says what to do; the CA key is in no fixture and no log.
+//    that says what to do; the CA key is in no fixture and no log;
+//  - `replay --tls --record-missing` with --resolve and --upstream-ca records from https://quay.io (local).
 import * as fs from 'node:fs';
 import * as https from 'node:https';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { X509Certificate } from 'node:crypto';
-import { checkDirImage, describeFailure, freePort, Harness, Image, pushImage, Registry, run, RunResult, skopeo, startContainerd } from '../harness';
+import { checkDirImage, createPodman, describeFailure, dockerManifestInspect, freePort, Harness, Image, pushImage, Registry, run, RunResult, skopeo, startContainerd } from '../harness';
+import { replay } from '../../src';
 import { CliProcess, runCli } from '../support/cli';
 
 jest.setTimeout(300_000);
@@ -82,7 +85,7 @@ describe('regtape ca', () => {
   });
 });
 
-describe('record --tls and replay --tls, TLS verified by skopeo and ctr', () => {
+describe('record --tls and replay --tls, TLS verified by skopeo, ctr, podman and the docker CLI', () => {
   const h = new Harness();
   afterAll(() => h.cleanup());
   let reg: Registry;
@@ -124,6 +127,28 @@ describe('record --tls and replay --tls, TLS verified by skopeo and ctr', () => 
     }
   };
 
+  const podmanPull = async (port: number): Promise<void> => {
+    const p = createPodman({ tmp: h.tmp });
+    h.onCleanup(() => p.remove());
+    try {
+      const ref = `127.0.0.1:${port}/org/app:v1`;
+      ok(await p.pull(ref, { tlsVerify: true, creds: CREDS, env: { SSL_CERT_FILE: caPem }, ...limit }), 'podman pull --tls-verify=true');
+      await p.checkImage(ref, image);
+    } finally {
+      await p.remove();
+    }
+  };
+
+  /** docker CLI without --insecure: it verifies regtape's certificate with SSL_CERT_FILE */
+  const dockerInspect = async (port: number): Promise<void> => {
+    const [user, password] = CREDS.split(':');
+    const r = ok(
+      await dockerManifestInspect(`127.0.0.1:${port}/org/app:v1`, { insecure: false, creds: { host: `127.0.0.1:${port}`, user, password }, env: { SSL_CERT_FILE: caPem }, ...limit }),
+      'docker manifest inspect (TLS verified)',
+    );
+    expect(r.stdout).toContain(image.configDigest);
+  };
+
   beforeAll(async () => {
     reg = await h.startRegistry({ mode: 'hub', tlsNames: ['ghcr.io'] });
     image = await h.makeImage({ layers: 2, layerSize: 256 * 1024, tag: 'v1' });
@@ -149,7 +174,7 @@ describe('record --tls and replay --tls, TLS verified by skopeo and ctr', () => 
     expect(badResolve.stderr.trim()).toBe('regtape: --resolve "ghcr.io": not HOST=ADDR[:PORT] (expected HOST=ADDR:PORT, e.g. ghcr.io=127.0.0.1:5000)');
   });
 
-  it('records skopeo and ctr pulls through record --tls', async () => {
+  it('records skopeo, ctr, podman and docker CLI pulls through record --tls', async () => {
     const { p, port } = await startCli(h, [
       'record', '--tls', '--ca-dir', caDir,
       '--upstream', 'https://ghcr.io', '--resolve', `ghcr.io=127.0.0.1:${reg.port}`, '--upstream-ca', reg.caCert!,
@@ -161,6 +186,8 @@ describe('record --tls and replay --tls, TLS verified by skopeo and ctr', () => 
     ok(pulled, 'skopeo pull through record --tls');
     expect(checkDirImage(pulled.dir).manifestDigest).toBe(image.manifestDigest);
     await ctrPull(port);
+    await podmanPull(port);
+    await dockerInspect(port);
 
     expect(await p.stop('SIGINT')).toBe(0);
     recordLog = p.stdout + p.stderr;
@@ -170,7 +197,7 @@ describe('record --tls and replay --tls, TLS verified by skopeo and ctr', () => 
     expect(recordLog).toMatch(/GET \/__regtape\/redirect\//);
   });
 
-  it('replays offline over TLS to skopeo and ctr, refuses an untrusting client, answers plain HTTP clearly', async () => {
+  it('replays offline over TLS to skopeo, ctr, podman and docker CLI, refuses an untrusting client, answers plain HTTP clearly', async () => {
     await reg.stop(); // upstream, token server and CDN all gone
     const { p, port } = await startCli(h, ['replay', fixtures, '--tls', '--strict'], { REGTAPE_CA_DIR: caDir });
 
@@ -181,6 +208,8 @@ describe('record --tls and replay --tls, TLS verified by skopeo and ctr', () => 
     expect(check.blobs).toEqual([image.configDigest, ...image.layerDigests]);
     expect(fs.readFileSync(path.join(pulled.dir, 'manifest.json')).equals(image.manifestBytes)).toBe(true);
     await ctrPull(port);
+    await podmanPull(port);
+    await dockerInspect(port);
 
     // TLS verification is really on: without regtape's CA, skopeo refuses the certificate
     const untrusting = await skopeoPull(port, false);
@@ -258,5 +287,42 @@ describe('--tls with your own certificate', () => {
       const r = await runCli(['replay', 'examples/hello-pull', '--port', '0', ...flags]);
       expect({ flags, code: r.code, stderr: r.stderr.trim() }).toEqual({ flags, code: 2, stderr: message });
     }
+  });
+});
+
+describe('replay --tls --record-missing with --resolve and --upstream-ca', () => {
+  const h = new Harness();
+  afterAll(() => h.cleanup());
+
+  it('records what is missing from https://quay.io (at a local address), then serves it offline', async () => {
+    const reg = await h.startRegistry({ mode: 'plain', tlsNames: ['quay.io'] });
+    const image = await h.makeImage({ layers: 1, layerSize: 128 * 1024, tag: 'v1' });
+    await pushImage(image, `${reg.host}/team/tool:v1`);
+    const caDir = path.join(h.tempDir('regtape-ca'), 'ca');
+    const fixtures = h.tempDir('fixtures');
+    const pull = async (port: number): Promise<string> => {
+      const dir = h.tempDir('pull');
+      ok(await skopeo(['copy', `docker://127.0.0.1:${port}/team/tool:v1`, `dir:${dir}`], { ...limit, env: { SSL_CERT_FILE: path.join(caDir, 'ca.pem') } }), 'skopeo pull');
+      return checkDirImage(dir).manifestDigest;
+    };
+
+    const first = await replay({
+      fixtures,
+      port: 0,
+      tls: { caDir },
+      recordMissing: { upstream: 'https://quay.io', resolve: [`quay.io=127.0.0.1:${reg.port}`], upstreamCa: reg.caCert! },
+    });
+    h.onCleanup(() => first.close().catch(() => undefined));
+    expect(first.url).toBe(`https://127.0.0.1:${first.port}`);
+    expect(first.caCert).toBe(path.join(caDir, 'ca.pem'));
+    expect(await pull(first.port)).toBe(image.manifestDigest);
+    expect(first.recorded().length).toBeGreaterThanOrEqual(3);
+    await first.close();
+    await reg.stop();
+
+    const second = await replay({ fixtures, port: 0, tls: { caDir }, strict: true });
+    h.onCleanup(() => second.close().catch(() => undefined));
+    expect(await pull(second.port)).toBe(image.manifestDigest);
+    await second.close();
   });
 });
