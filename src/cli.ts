@@ -1,5 +1,7 @@
 #!/usr/bin/env node
 /** The command line: parses flags and calls the library. Nothing else lives here. */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Command, InvalidArgumentError, CommanderError, Option } from 'commander';
 import { record, DEFAULT_UPSTREAM } from './record/proxy';
 import { replay, StrictReplayError } from './replay/server';
@@ -11,9 +13,19 @@ import { formatListing, formatReport, ls, verify } from './inspect';
 import { clientAddress, runCommand, splitExec } from './service/exec';
 import { LogFormat, output, parseLogFormat, writeReport } from './service/output';
 import { tlsFlagOptions, TlsFlags, caCommand, collect } from './cli-tls';
+import { refuseEmpty, refuseIdleReplayFlags, strictAndPaths } from './cli-checks';
 
 const out = (s: string): void => void process.stdout.write(s + '\n');
 const err = (s: string): void => void process.stderr.write(s + '\n');
+
+/** The version in package.json (dist/ and src/ are both one level below it). */
+function packageVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(join(__dirname, '..', 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
 
 function port(v: string): number {
   const n = Number(v);
@@ -59,6 +71,7 @@ interface ReplayFlags extends TlsFlags {
   fault?: FaultRule[];
   faults?: string;
   store?: string;
+  allowEmpty?: boolean;
   report?: string;
   logFormat: LogFormat;
 }
@@ -70,6 +83,7 @@ const portOption = (): Option => new Option('--port <n>', 'port to listen on').a
 export function program(exec?: string[]): Command {
   const prog = new Command('regtape')
     .description('Record and replay the container registry API: offline, byte-exact registry test doubles.')
+    .version(packageVersion(), '-V, --version', 'print the version')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) })
     .showHelpAfterError('(run with --help for usage)');
@@ -129,7 +143,7 @@ Example:
   prog
     .command('replay')
     .description('serve recorded fixtures as a registry, offline')
-    .argument('<paths...>', 'fixture folders or files (folders are read recursively)')
+    .argument('[paths...]', 'fixture folders or files (folders are read recursively)')
     .addOption(portOption())
     .option('--host <addr>', 'address to listen on', '127.0.0.1')
     .option('--quiet', 'no line per request')
@@ -151,6 +165,7 @@ Example:
     .option('--ca-dir <dir>', "with --tls: regtape's CA folder (default $REGTAPE_CA_DIR or ~/.config/regtape/ca)")
     .option('--upstream-ca <file>', 'with --record-missing: trust these CA certificates (PEM) for the upstream')
     .option('--resolve <host=addr:port>', 'with --record-missing: connect to ADDR:PORT for HOST, TLS still verified for HOST (repeatable)', collect)
+    .option('--allow-empty', 'serve even when the paths hold no fixtures (default: an error)')
     .addHelpText(
       'after',
       `
@@ -164,10 +179,12 @@ Example:
   $ regtape replay fixtures/ --strict --report summary.json -- npm test   # runs the tests with REGTAPE_URL and
                                                                           # REGTAPE_HOST set, exits with their code`,
     )
-    .action(async (paths: string[], o: ReplayFlags) => {
+    .action(async (args: string[], o: ReplayFlags, cmd: Command) => {
+      const { paths, strict } = strictAndPaths(args, o.strict);
+
+      refuseIdleReplayFlags(cmd, o.recordMissing);
       if (!o.recordMissing && (o.upstreamCa || o.resolve)) throw new UserError(`${o.upstreamCa ? '--upstream-ca' : '--resolve'} only applies with --record-missing (replay opens no connection otherwise)`);
       if (o.recordMissing && !o.upstream) throw new UserError('--record-missing needs --upstream URL (the registry to record what is missing from)');
-      if (o.strict !== undefined && o.strict !== true && o.strict !== 'unused') throw new UserError(`--strict takes no value or 'unused', not ${JSON.stringify(o.strict)}`);
       const faults = [...(o.fault ?? []), ...(o.faults ? await loadFaultRules(o.faults) : [])];
       const io = output(o.logFormat, !!o.quiet, err);
       const server = await replay({
@@ -177,7 +194,7 @@ Example:
         // --quiet drops the line per request; misses, refusals and errors are always shown.
         log: io.log,
         onRequest: io.onRequest,
-        strict: o.strict,
+        strict,
         latency: o.latency,
         faults,
         store: o.store,
@@ -188,13 +205,17 @@ Example:
       for (const ex of server.unservable) {
         io.say(`regtape: note: ${ex.source?.file}:${ex.source?.line}: ${ex.request.method} ${ex.request.url} has no recorded response; it is not served`, 'warn');
       }
+      if (server.exchanges === 0 && !o.allowEmpty && !o.recordMissing) {
+        await server.close().catch(() => undefined);
+        refuseEmpty('replay', paths, server.files.length);
+      }
       if (faults.length) io.say(`regtape: injecting ${faults.length} fault rule(s)`);
       /** Prints the summary, stops, writes --report; says why a strict run failed, if it did. */
       const shutdown = async (): Promise<string | undefined> => {
         const s = server.summary();
         io.say(`regtape: served ${s.served} requests, ${s.unmatchedTotal} unmatched, ${s.unused.length} fixtures unused${s.recorded.length ? `, ${s.recorded.length} recorded` : ''}`);
         for (const m of s.unmatched) io.say(`regtape: unmatched ${m.request}${m.count > 1 ? ` (x${m.count})` : ''}${m.nearest[0] ? ` (nearest ${m.nearest[0].request}: ${m.nearest[0].why})` : ''}`, 'warn');
-        if (o.strict === 'unused') for (const u of s.unused) io.say(`regtape: unused ${u.source?.file}:${u.source?.line} ${u.request.method} ${u.request.url}`, 'warn');
+        if (strict === 'unused') for (const u of s.unused) io.say(`regtape: unused ${u.source?.file}:${u.source?.line} ${u.request.method} ${u.request.url}`, 'warn');
         let failure: string | undefined;
         try {
           await server.close();
@@ -238,9 +259,11 @@ Example:
     .description('check fixtures: every body against its digest and size, every manifest against its digest, every pull complete offline')
     .argument('<paths...>', 'fixture folders or files')
     .option('--store <dir>', 'read bodies from DIR, the store they were recorded into with record --store')
+    .option('--allow-empty', 'pass when the paths hold no fixtures (default: an error)')
     .addHelpText('after', '\nExample:\n  $ regtape verify fixtures/   # exit 1 and one line per problem (file:line: kind: what) if anything is wrong')
-    .action(async (paths: string[], o: { store?: string }) => {
+    .action(async (paths: string[], o: { store?: string; allowEmpty?: boolean }) => {
       const report = await verify(paths, { store: o.store });
+      if (!o.allowEmpty) refuseEmpty('verify', paths, report.files);
       out(formatReport(report).trimEnd());
       if (report.problems.length) process.exitCode = 1;
     });

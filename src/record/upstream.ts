@@ -36,7 +36,9 @@ export async function checkUpstream(u: URL, agents?: UpstreamAgents): Promise<st
     req.on('error', (e: NodeJS.ErrnoException) =>
       reject(
         new UserError(
-          /CERT|SSL|TLS|VERIFY|SIGNATURE|ISSUER/i.test(e.code ?? '')
+          u.protocol === 'https:' && speaksPlainHttp(e)
+            ? `upstream ${u.origin}${at ? ` at ${at}` : ''} answered in plain HTTP, not TLS (${e.code}): use --upstream http://${u.host} (an --upstream without a scheme is taken as https)`
+            : /CERT|SSL|TLS|VERIFY|SIGNATURE|ISSUER/i.test(e.code ?? '')
             ? `upstream ${u.origin}${at ? ` at ${at}` : ''}: its TLS certificate is not trusted (${e.code}): for a private CA, start regtape with NODE_EXTRA_CA_CERTS=/path/to/ca.pem or --upstream-ca /path/to/ca.pem`
             : `upstream ${u.origin}${at ? ` at ${at}` : ''} is unreachable (${e.code ?? e.message}): check --upstream${at ? ', --resolve' : ''} and the network`,
         ),
@@ -160,4 +162,9 @@ function trustedCAs(file: string): string[] {
     }
   }
   return [...tls.rootCertificates, ...extra, ...certs];
+}
+
+/** What a TLS handshake with a plain-HTTP server fails with (OpenSSL reads `HTTP/1.1 400` as a record). */
+export function speaksPlainHttp(e: NodeJS.ErrnoException): boolean {
+  return e.code === 'EPROTO' || e.code === 'ERR_SSL_WRONG_VERSION_NUMBER' || e.code === 'ERR_SSL_PACKET_LENGTH_TOO_LONG' || /wrong version number|packet length too long/i.test(e.message);
 }

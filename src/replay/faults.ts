@@ -8,7 +8,7 @@
  * A rule picks requests by method, route kind or path pattern, and optionally only the n-th of them.
  */
 import { promises as fsp } from 'node:fs';
-import YAML from 'yaml';
+import YAML, { isMap, isScalar, isSeq, LineCounter } from 'yaml';
 import { HeaderList } from '../fixture/model';
 import { UserError } from '../http/server';
 import { errorBody } from '../registry/errors';
@@ -70,7 +70,22 @@ export function parseFaultFlag(spec: string): FaultRule {
   return validate(rule, `--fault ${spec}`);
 }
 
-/** A rules file: `faults: [{fault: toomanyrequests, method: GET, route: manifest, nth: 2}, ...]`. */
+/** The keys a rule in a rules file may have, and what each must be. */
+const RULE_KEYS: Record<string, string> = {
+  fault: 'toomanyrequests, unavailable, cut or expire-token (or 429, 503, 401)',
+  method: 'an HTTP method, e.g. GET',
+  route: [...ROUTES].join(', '),
+  path: 'a regular expression on the request path, e.g. ^/v2/demo/',
+  nth: 'a whole number >= 1',
+  bytes: 'a whole number of bytes >= 0 (cut)',
+  retryAfter: 'a whole number of seconds >= 0 (toomanyrequests)',
+};
+
+/**
+ * A rules file: `faults: [{fault: toomanyrequests, method: GET, route: manifest, nth: 2}, ...]`.
+ * Anything it cannot take (an unknown key such as `rout:`, a bad value) is refused with file:line:
+ * a typo must never widen a rule into a fault on every request.
+ */
 export async function loadFaultRules(file: string): Promise<FaultRule[]> {
   let text: string;
   try {
@@ -78,20 +93,68 @@ export async function loadFaultRules(file: string): Promise<FaultRule[]> {
   } catch (e) {
     throw new UserError(`cannot read the faults file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
-  let doc: unknown;
-  try {
-    doc = YAML.parse(text, { maxAliasCount: 50 });
-  } catch (e) {
-    throw new UserError(`${file}: ${(e as Error).message.split('\n')[0]}`);
+  const lc = new LineCounter();
+  const doc = YAML.parseDocument(text, { lineCounter: lc });
+  const at = (node: unknown): string => {
+    const range = (node as { range?: [number, number, number] } | null)?.range;
+    return `${file}:${range ? lc.linePos(range[0]).line : 1}`;
+  };
+  if (doc.errors.length) {
+    const e = doc.errors[0];
+    throw new UserError(`${file}:${e.linePos?.[0].line ?? 1}: ${e.message.split('\n')[0]}`);
   }
-  const list = (doc as { faults?: unknown } | null)?.faults;
-  if (!Array.isArray(list)) throw new UserError(`${file}: expected 'faults:' with a list of rules`);
-  return list.map((r, i) => {
-    const raw = r as Record<string, unknown>;
-    const kind = KINDS[String(raw?.fault)];
-    if (!kind) throw new UserError(`${file}: rule ${i + 1}: 'fault' must be toomanyrequests, unavailable, cut or expire-token`);
-    return validate({ ...(raw as object), fault: kind } as FaultRule, `${file}: rule ${i + 1}`);
+  const list = isMap(doc.contents) ? doc.contents.get('faults', true) : undefined;
+  if (!isMap(doc.contents)) throw new UserError(`${at(doc.contents)}: expected 'faults:' with a list of rules`);
+  for (const pair of doc.contents.items) {
+    const k = isScalar(pair.key) ? String(pair.key.value) : '?';
+    if (k !== 'faults') throw new UserError(`${at(pair.key)}: unknown key ${JSON.stringify(k)}: the file holds only 'faults:' (a list of rules)`);
+  }
+  if (!isSeq(list)) throw new UserError(`${at(list ?? doc.contents)}: expected 'faults:' to be a list of rules`);
+  return list.items.map((item, i) => {
+    const where = `${at(item)}: rule ${i + 1}`;
+    if (!isMap(item)) throw new UserError(`${where}: expected a mapping such as {fault: toomanyrequests, route: manifest, nth: 1}`);
+    const raw: Record<string, unknown> = {};
+    for (const pair of item.items) {
+      const k = isScalar(pair.key) ? String(pair.key.value) : '?';
+      const here = `${at(pair.key)}: rule ${i + 1}`;
+      if (!(k in RULE_KEYS)) throw new UserError(`${here}: unknown key ${JSON.stringify(k)} (a rule has ${Object.keys(RULE_KEYS).join(', ')})`);
+      const v = isScalar(pair.value) ? pair.value.value : undefined;
+      const bad = (): never => {
+        throw new UserError(`${at(pair.value ?? pair.key)}: rule ${i + 1}: ${k} must be ${RULE_KEYS[k]}, not ${JSON.stringify(isScalar(pair.value) ? pair.value.value : String(pair.value)).slice(0, 60)}`);
+      };
+      if (k === 'fault') {
+        if (!KINDS[String(v)]) bad();
+        raw.fault = KINDS[String(v)];
+      } else if (k === 'method') {
+        if (typeof v !== 'string' || !/^[A-Za-z]+$/.test(v)) bad();
+        raw.method = (v as string).toUpperCase();
+      } else if (k === 'route') {
+        if (typeof v !== 'string' || !ROUTES.has(v)) bad();
+        raw.route = v;
+      } else if (k === 'path') {
+        if (typeof v !== 'string' || !isRegExp(v)) bad();
+        raw.path = v;
+      } else {
+        const min = k === 'nth' ? 1 : 0;
+        if (typeof v !== 'number' || !Number.isInteger(v) || v < min) bad();
+        raw[k] = v;
+      }
+    }
+    if (!raw.fault) throw new UserError(`${where}: no 'fault:' (${RULE_KEYS.fault})`);
+    if (raw.fault === 'cut' && raw.bytes === undefined) throw new UserError(`${where}: cut needs bytes, e.g. {fault: cut, bytes: 1024, route: blob}`);
+    if (raw.bytes !== undefined && raw.fault !== 'cut') throw new UserError(`${where}: bytes is only for cut`);
+    if (raw.retryAfter !== undefined && raw.fault !== 'toomanyrequests') throw new UserError(`${where}: retryAfter is only for toomanyrequests`);
+    return validate(raw as unknown as FaultRule, where);
   });
+}
+
+function isRegExp(s: string): boolean {
+  try {
+    new RegExp(s);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function validate(rule: FaultRule, where: string): FaultRule {
