@@ -83,7 +83,8 @@ export function allFiles(dir: string): string[] {
 
 /** Files a crashed or failed write may leave: dot-prefixed names anywhere, anything under bodies/.tmp. */
 export function tempLeftovers(dir: string): string[] {
-  return allFiles(dir).filter((f) => isHidden(f) && !(f === LOCK_FILE && lockHeld(path.join(dir, f))));
+  // .gitattributes is written by record on purpose (beside bodies/), not a leftover.
+  return allFiles(dir).filter((f) => isHidden(f) && f !== '.gitattributes' && !(f === LOCK_FILE && lockHeld(path.join(dir, f))));
 }
 
 /** A recorder's folder lock is no leftover while its recorder runs. */
