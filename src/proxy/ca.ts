@@ -191,19 +191,21 @@ async function openCA(dir: string, certPath: string, certPem: string, keyPem: st
   const aki = await X.AuthorityKeyIdentifierExtension.create(caX, false, provider);
 
   // One leaf key pair per CA instance (process): generating a key per host buys nothing here.
-  let leafKeys: Promise<{ pair: webcrypto.CryptoKeyPair; pem: string }> | undefined;
-  const leafKey = (): Promise<{ pair: webcrypto.CryptoKeyPair; pem: string }> =>
+  type LeafKey = { pair: webcrypto.CryptoKeyPair; pem: string; ski: InstanceType<X509Lib['SubjectKeyIdentifierExtension']> };
+  let leafKeys: Promise<LeafKey> | undefined;
+  const leafKey = (): Promise<LeafKey> =>
     (leafKeys ??= (async () => {
       const pair = (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
       const der = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', pair.privateKey));
-      return { pair, pem: toPem(der, 'PRIVATE KEY') };
+      const ski = await X.SubjectKeyIdentifierExtension.create(pair.publicKey as unknown as LibKey, false, provider);
+      return { pair, pem: toPem(der, 'PRIVATE KEY'), ski };
     })());
 
   const issued = new BoundedCache<Promise<{ cert: string; key: string }>>(MAX_CACHED);
   const contexts = new BoundedCache<Promise<tls.SecureContext>>(MAX_CACHED);
 
   async function make(names: string[]): Promise<{ cert: string; key: string }> {
-    const { pair, pem } = await leafKey();
+    const { pair, pem, ski } = await leafKey();
     const now = Date.now();
     const notAfter = Math.min(now + LEAF_DAYS * DAY, caNotAfter.getTime());
     const first = names.find((n) => !net.isIP(n) && n.length <= 64) ?? names.find((n) => n.length <= 64) ?? 'regtape';
@@ -225,7 +227,7 @@ async function openCA(dir: string, certPath: string, certPem: string, keyPem: st
             names.map((n) => ({ type: net.isIP(n) ? ('ip' as const) : ('dns' as const), value: n })),
             false,
           ),
-          await X.SubjectKeyIdentifierExtension.create(pair.publicKey as unknown as LibKey, false, provider),
+          ski,
           aki,
         ],
       },
