@@ -21,7 +21,7 @@ import { errorBody } from '../registry/errors';
 import { Redactor, RedactOptions } from './redact';
 import { Targets } from './targets';
 import { checkUpstream, DEFAULT_UPSTREAM, parseUpstream, upstreamAgents } from './upstream';
-import { FixtureWriter } from './writer';
+import { FixtureWriter, isTokenLikeUrl } from './writer';
 import { lockFolder } from './lock';
 import { tee } from './tee';
 
@@ -176,7 +176,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
       res.end(body);
       return;
     }
-    const secret = target.kind === 'token';
+    const secret = target.kind === 'token' || (target.kind === 'upstream' && isTokenLikeUrl(url));
     const reqSink = store.sink({ inlineText: secret || isTextContentType(headerValue(reqHeaders, 'content-type')), memoryOnly: secret });
     reqSink.on('error', (e) => log(`regtape: cannot keep the request body of ${method} ${url}: ${e.message}`));
     // The request body goes upstream and into the sink with backpressure from both: a 1 GiB upload

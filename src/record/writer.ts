@@ -10,7 +10,7 @@ import { fileSequence, FixtureFormat, fixtureFileName, serialize, writeFileAtomi
 import { requestIdentity } from '../fixture/identity';
 import { routeOf } from '../registry/routes';
 import { placeholderUploads, UPLOAD_ID } from '../registry/uploads';
-import { credentialsIn, Redactor } from './redact';
+import { Redactor } from './redact';
 import { toPlaceholder } from './rewrite';
 import { describeOrigin, normaliseNoise } from './noise';
 
@@ -86,12 +86,22 @@ export class FixtureWriter {
   write(c: CapturedExchange): Promise<{ exchange: Exchange; file: string; hits: number; times: number }> {
     const { redactor, out, format } = this.opts;
     const reqBody = redactBody(c.reqBody, (t) => redactor.redactForm(t));
-    const tokenResponse = c.secret || looksLikeTokenResponse(c.url);
-    const resBody = redactBody(c.resBody, (t) => (tokenResponse ? redactor.redactJson(t) : t));
+    // Token answers fail closed (redact.ts); redirects and errors may carry signed URLs in their text.
+    const tokenResponse = c.secret || isTokenLikeUrl(c.url);
+    const resBody = redactBody(c.resBody, (t) => (tokenResponse ? redactor.redactTokenAnswer(t) : c.status >= 300 ? redactor.redactUrlsIn(t) : t));
     const redactedUrl = placeholderUploads(redactor.redactUrl(c.url));
+    const resHeaders = uploadPlaceholders(redactor.redactHeaderUrls(redactor.redactHeaders(toPlaceholder(c.resHeaders, c.liveOrigin))));
+    // What the request carried (its token, password, cookie, query token), wherever the answer echoes it.
+    const credentials = redactor.requestSecrets(c.reqHeaders, c.url, c.reqBody.kind === 'inline' ? c.reqBody.text : undefined);
+    let echoes = 0;
+    const clean = (text: string): string => {
+      const r = redactor.scrub(text, credentials);
+      echoes += r.hits;
+      return r.text;
+    };
     let exchange: Exchange = {
-      request: { method: c.method, url: redactedUrl, headers: redactor.redactHeaders(c.reqHeaders), body: reqBody },
-      response: { status: c.status, headers: uploadPlaceholders(redactor.redactHeaders(toPlaceholder(c.resHeaders, c.liveOrigin))), body: resBody },
+      request: { method: c.method, url: redactedUrl, headers: redactor.redactHeaders(c.reqHeaders).map(([n, v]) => [n, clean(v)]), body: redactBody(reqBody, clean) },
+      response: { status: c.status, headers: resHeaders.map(([n, v]) => [n, clean(v)]), body: redactBody(resBody, clean) },
     };
     if (!this.opts.keepNoise) exchange = normaliseNoise(exchange, c.liveOrigin, tokenResponse);
     exchange.response = lengthOfWritten(exchange.response!, c.resBody);
@@ -100,7 +110,6 @@ export class FixtureWriter {
     exchange.comments = [`${c.method} ${recordedUrl} -> ${c.status}`, `recorded by regtape from ${this.opts.keepNoise ? c.from : describeOrigin(c.from)}`];
     const identity = requestIdentity({ ...request, form: reqBody.kind === 'inline' ? reqBody.text : undefined });
     const base = fixtureFileName(c.method, recordedUrl, identity, 1, format);
-    const credentials = credentialsIn(c.reqHeaders);
     const answer = createHash('sha256').update(JSON.stringify(exchange.response)).digest('hex');
     const previous = this.queues.get(base) ?? Promise.resolve();
     const job = previous.then(async () => {
@@ -123,8 +132,8 @@ export class FixtureWriter {
           file = path.join(out, fixtureFileName(c.method, recordedUrl, identity, seq, format));
         }
       }
-      if (text.hits) this.opts.log(`regtape: redacted ${text.hits} more secret(s) in ${path.basename(file)}`);
-      const hits = text.hits;
+      const hits = text.hits + echoes;
+      if (hits) this.opts.log(`regtape: redacted ${hits} more secret(s) in ${path.basename(file)}`);
       this.written.push(file);
       this.last.delete(base);
       this.last.set(base, { file, exchange, answer, credentials: new Set(credentials) });
@@ -184,8 +193,11 @@ function redactBody(body: Body, f: (text: string) => string): Body {
   return body.kind === 'inline' ? { kind: 'inline', text: f(body.text) } : body;
 }
 
-/** A registry whose realm is on itself and was not rewritten still must not leak its tokens. */
-function looksLikeTokenResponse(url: string): boolean {
+/**
+ * Not a registry route: a token endpoint on the registry's own host that a client called directly
+ * (its realm not rewritten) must not leak its tokens either. The proxy keeps such bodies in memory only.
+ */
+export function isTokenLikeUrl(url: string): boolean {
   const kind = routeOf(url.split('?')[0]).kind;
   return kind === 'other' || kind === 'ping';
 }

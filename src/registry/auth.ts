@@ -64,25 +64,45 @@ export function tokenRequestKey(urlPath: string, query: string, form: string | u
 
 export const TOKEN_FIELDS = ['token', 'access_token', 'refresh_token', 'id_token'];
 
+/** What a redacted secret reads as in a fixture. */
+export const REDACTED_VALUE = '<redacted>';
+
+/** A token answer regtape could not parse (text/plain, HTML, cut JSON), recorded as this instead of its bytes. */
+export function unparsedTokenAnswer(bytes: number): string {
+  return `<redacted: a token answer of ${bytes} bytes that regtape could not parse; replay serves a placeholder token>`;
+}
+/** Whole-body placeholders: this one, and the store's for bodies too large or binary to keep (`<redacted: N bytes ...>`). */
+const WHOLE_BODY_REDACTED = /^<redacted: [^>]*>$/;
+
 /** What a replayed token response says: placeholders, issued now, valid for a day. */
 export const REPLAY_TOKEN = 'regtape-replay-token';
 export const REPLAY_EXPIRES_IN = 86400;
 
 /**
  * A recorded token response made fresh: clients compute expiry as issued_at + expires_in, so a
- * recorded past time would make them fetch a new token before every request.
+ * recorded past time would make them fetch a new token before every request. Every token field and
+ * every redacted value becomes the placeholder token. A body recorded as a whole-body placeholder
+ * (its token answer could not be parsed) is answered with a placeholder token in JSON.
  */
 export function freshTokenResponse(recorded: string, now: Date = new Date()): string | undefined {
+  const text = recorded.startsWith('\uFEFF') ? recorded.slice(1) : recorded;
   let parsed: unknown;
   try {
-    parsed = JSON.parse(recorded);
+    parsed = JSON.parse(text);
   } catch {
-    return undefined;
+    if (!WHOLE_BODY_REDACTED.test(text.trim())) return undefined;
+    parsed = { token: REDACTED_VALUE, access_token: REDACTED_VALUE };
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return undefined;
   const obj = parsed as Record<string, unknown>;
-  if (!('token' in obj) && !('access_token' in obj)) return undefined;
-  for (const f of TOKEN_FIELDS) if (f in obj) obj[f] = REPLAY_TOKEN;
+  let tokens = 0;
+  for (const [k, v] of Object.entries(obj)) {
+    if (TOKEN_FIELDS.includes(k) || v === REDACTED_VALUE) {
+      obj[k] = REPLAY_TOKEN;
+      tokens++;
+    }
+  }
+  if (!tokens) return undefined;
   obj.issued_at = now.toISOString();
   obj.expires_in = REPLAY_EXPIRES_IN;
   return JSON.stringify(obj);

@@ -105,13 +105,20 @@ export function serveExchange(
   const origin = requestOrigin(req);
   const headers: HeaderList = [];
   let body = out.body;
+  let tokenJson = false;
   if (body.kind === 'inline' && out.status === 200 && routeOf(req.path).kind === 'token') {
     const fresh = freshTokenResponse(body.text);
     if (fresh) body = { kind: 'inline', text: fresh };
+    tokenJson = fresh !== undefined;
   }
   for (const [n, v] of out.headers) {
     const lower = n.toLowerCase();
     if (HOP_BY_HOP.has(lower)) continue;
+    // A token answer recorded as a placeholder (text/plain, unparsable) is served as the JSON it now is.
+    if (tokenJson && lower === 'content-type' && !/json/i.test(v)) {
+      headers.push([n, 'application/json']);
+      continue;
+    }
     // Content-Length follows the body we serve; a recorded HEAD (no body) keeps its recorded length.
     if (lower === 'content-length' && body.kind !== 'none') continue;
     // The current time, sent by node:http, not the time of the recording.

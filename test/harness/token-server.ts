@@ -71,6 +71,11 @@ export interface TokenServer {
   kid: string;
   /** every request so far, in order */
   requests: TokenRequestRecord[];
+  /**
+   * How a granted token is written (default: JSON as Docker Hub does). A test sets it to answer in
+   * the shapes other token servers use (escaped JSON, a BOM, other field names, text/plain).
+   */
+  shape?: (fields: Record<string, string | number>) => { contentType: string; text: string };
   /** sign a token with arbitrary claims (for negative tests) */
   sign(claims: object, header?: Record<string, unknown>): string;
   /** check a token's signature and return its claims (undefined if the signature is bad) */
@@ -185,7 +190,10 @@ export async function startTokenServer(opts: TokenServerOptions): Promise<TokenS
     rec.status = 200;
     rec.user = user;
     rec.access = access;
-    reply(res, 200, body);
+    const shaped = server.shape?.(body);
+    if (!shaped) return reply(res, 200, body);
+    res.writeHead(200, { 'Content-Type': shaped.contentType, 'Content-Length': Buffer.byteLength(shaped.text) });
+    res.end(shaped.text);
   };
 
   const srv = http.createServer((req, res) => {
@@ -242,7 +250,7 @@ export async function startTokenServer(opts: TokenServerOptions): Promise<TokenS
   });
   const port = await listenLoopback(srv);
   const url = `http://127.0.0.1:${port}`;
-  return {
+  const server: TokenServer = {
     url,
     realm: `${url}/token`,
     port,
@@ -255,4 +263,5 @@ export async function startTokenServer(opts: TokenServerOptions): Promise<TokenS
     decode,
     close: () => closeServer(srv),
   };
+  return server;
 }
