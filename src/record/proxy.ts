@@ -154,7 +154,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
       forward(req, res, preread);
     } catch (e) {
       // A bug must cost one request, never the recorder.
-      log(`regtape: internal error on ${req.method} ${req.url}: ${(e as Error).stack ?? e}`);
+      log(`regtape: internal error on ${req.method} ${redactor.redactUrl(req.url ?? '/')}: ${(e as Error).stack ?? e}`);
       if (!res.headersSent) {
         const body = errorBody('UNKNOWN', `regtape: internal error: ${(e as Error).message}`);
         res.writeHead(500, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
@@ -169,6 +169,8 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
     const reqHeaders: HeaderList = rawHeaderList(req.rawHeaders).filter(([n]) => !HOP_BY_HOP.has(n) && n !== 'host');
     const method = req.method ?? 'GET';
     const url = req.url ?? '/';
+    // Log lines are as clean as fixtures: no query token or URL signature.
+    const shown = redactor.redactUrl(url);
     const target = targets.of(url);
     if (!target) {
       const body = errorBody('NAME_UNKNOWN', `regtape: ${url} is not a valid regtape token or redirect URL`);
@@ -178,7 +180,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
     }
     const secret = target.kind === 'token' || (target.kind === 'upstream' && isTokenLikeUrl(url));
     const reqSink = store.sink({ inlineText: secret || isTextContentType(headerValue(reqHeaders, 'content-type')), memoryOnly: secret });
-    reqSink.on('error', (e) => log(`regtape: cannot keep the request body of ${method} ${url}: ${e.message}`));
+    reqSink.on('error', (e) => log(`regtape: cannot keep the request body of ${method} ${shown}: ${e.message}`));
     // The request body goes upstream and into the sink with backpressure from both: a 1 GiB upload
     // is never held in memory (http-proxy pipes `buffer` upstream instead of the request itself).
     let upstreamBody: Readable;
@@ -202,7 +204,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
       failed = true;
       void Promise.all([reqSink.discard(), resSink?.discard()]).finally(settle);
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      log(`${method} ${url} FAILED ${why} ${ms.toFixed(0)}ms (not recorded)`);
+      log(`${method} ${shown} FAILED ${why} ${ms.toFixed(0)}ms (not recorded)`);
     };
 
     if (target.kind === 'redirect') {
@@ -266,7 +268,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
             settle();
           } catch (e) {
             const code = (e as NodeJS.ErrnoException).code;
-            log(`regtape: could not write a fixture for ${method} ${url} into ${out}: ${code ?? (e as Error).message}`);
+            log(`regtape: could not write a fixture for ${method} ${shown} into ${out}: ${code ?? (e as Error).message}`);
             fail(`write error ${code ?? ''}`.trim());
           }
         },

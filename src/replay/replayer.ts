@@ -13,7 +13,7 @@ import { requestOrigin } from '../http/tls';
 import { errorBody } from '../registry/errors';
 import { routeOf, unknownCode } from '../registry/routes';
 import { createRecorder, Recorder } from '../record/proxy';
-import { RedactOptions } from '../record/redact';
+import { RedactOptions, Redactor } from '../record/redact';
 import { RegistryView } from './derive';
 import { FaultInjector, FaultRule } from './faults';
 import { Matcher } from './match';
@@ -76,6 +76,7 @@ export class Replayer {
   private servedCount = 0;
   private readonly log: (line: string, level?: 'request' | 'warn') => void;
   private readonly latency?: [number, number];
+  private readonly redactor: Redactor;
 
   private constructor(
     exchanges: LoadedExchange[],
@@ -84,6 +85,7 @@ export class Replayer {
   ) {
     this.exchanges = [...exchanges];
     this.log = opts.log ?? ((): void => undefined);
+    this.redactor = new Redactor(opts.recordMissing?.redact);
     this.latency = typeof opts.latency === 'number' ? [opts.latency, opts.latency] : opts.latency;
     this.matcher = new Matcher(this.exchanges);
     this.pushes = new PushState(this.exchanges);
@@ -173,7 +175,7 @@ export class Replayer {
     const q = url.indexOf('?');
     const req = Object.assign(request, { originalUrl: url, path: q < 0 ? url : url.slice(0, q), method: request.method ?? 'GET' }) as Req;
     this.dispatch(req, res).catch((e: Error) => {
-      this.log(`regtape: internal error on ${req.method} ${req.originalUrl}: ${e.stack ?? e.message}`, 'warn');
+      this.log(`regtape: internal error on ${req.method} ${this.redactor.redactUrl(req.originalUrl)}: ${e.stack ?? e.message}`, 'warn');
       if (!res.headersSent) {
         const body = errorBody('UNKNOWN', `regtape: internal error: ${e.message}`);
         res.writeHead(500, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
@@ -185,14 +187,16 @@ export class Replayer {
   private async dispatch(req: Req, res: http.ServerResponse): Promise<void> {
     const started = process.hrtime.bigint();
     const view: RequestView = { method: req.method, url: req.originalUrl, headers: rawHeaderList(req.rawHeaders) };
+    // Logs, the control API and the summary never show a query token or URL signature.
+    const shown = this.redactor.redactUrl(req.originalUrl);
     const done = (status: number, bytes: number, outcome: ServedRequest['outcome'], answer = ''): void => {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      const entry: ServedRequest = { time: new Date().toISOString(), method: req.method, url: req.originalUrl, status, bytes, ms: Math.round(ms * 10) / 10, answer, outcome };
+      const entry: ServedRequest = { time: new Date().toISOString(), method: req.method, url: shown, status, bytes, ms: Math.round(ms * 10) / 10, answer, outcome };
       if (this.opts.onRequest) this.opts.onRequest(entry);
       else {
         const note = outcome === 'served' || outcome === 'derived' ? '' : ' ' + outcome.toUpperCase();
         const warn = outcome === 'unmatched' || outcome === 'refused';
-        this.log(`${req.method} ${req.originalUrl} ${status} ${bytes}B ${ms.toFixed(1)}ms${note}${answer ? ` <- ${answer}` : ''}`, warn ? 'warn' : 'request');
+        this.log(`${req.method} ${shown} ${status} ${bytes}B ${ms.toFixed(1)}ms${note}${answer ? ` <- ${answer}` : ''}`, warn ? 'warn' : 'request');
       }
       if (this.recentRing.length >= RECENT_MAX) this.recentRing.shift();
       this.recentRing.push(entry);
@@ -264,8 +268,9 @@ export class Replayer {
     }
     if (!preread && !manifestBytes && !session) req.resume();
     if (!ex) {
-      const request = `${view.method} ${view.url}`;
-      const miss = this.unmatched.add(request, () => this.matcher.explain(view)) ?? this.matcher.explain(view);
+      const request = `${view.method} ${shown}`;
+      const explain = (): ReturnType<Matcher['explain']> => ({ ...this.matcher.explain(view), request });
+      const miss = this.unmatched.add(request, explain) ?? explain();
       const hint = miss.nearest.length ? miss.nearest.map((n) => `${n.request} (${n.source}: ${n.why})`).join('; ') : 'no fixtures at all';
       const message = `regtape: no fixture for ${miss.request}; nearest recorded: ${hint}`;
       const body = errorBody(unknownCode(route), message, { regtape: 'unmatched', nearest: miss.nearest });
