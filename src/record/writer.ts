@@ -199,7 +199,7 @@ function redactBody(body: Body, f: (text: string) => string): Body {
  */
 export function isTokenLikeUrl(url: string): boolean {
   const kind = routeOf(url.split('?')[0]).kind;
-  return kind === 'other' || kind === 'ping';
+  return kind === 'other'; // not ping: /v2/ answers {} or a registry error, never a token
 }
 
 /** Removes `base.2.md`, `base.3.md`, ... left from an earlier recording (--overwrite). */
