@@ -45,7 +45,17 @@ const PLAIN_ON_TLS =
 function refusePlainHttp(server: https.Server): void {
   const tlsListeners = server.listeners('connection') as Array<(socket: net.Socket) => void>;
   server.removeAllListeners('connection');
+  // The http layer only knows a connection once its handshake is done: closeAllConnections() must
+  // also end those still silent or mid-handshake, or close() waits for their timeouts.
+  const sockets = new Set<net.Socket>();
+  const closeAll = server.closeAllConnections.bind(server);
+  server.closeAllConnections = (): void => {
+    for (const s of sockets) s.destroy();
+    closeAll();
+  };
   server.on('connection', (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
     // A connection that never sends anything is closed like one that never finishes its headers.
     socket.setTimeout(server.headersTimeout || 60_000, () => socket.destroy());
     socket.once('error', () => socket.destroy());
