@@ -48,6 +48,19 @@ export function rewriteChallengeRealm(header: string, origin: string): string {
 }
 
 /**
+ * A challenge as replay sends it: a Bearer realm that is not regtape's own token endpoint (a
+ * hand-captured document names https://auth.docker.io/token) is pointed at it, so a client fetches its
+ * token from the replayer, never from the network. regtape's own realms pass unchanged.
+ */
+export function ownRealmChallenge(header: string, origin: string): string {
+  if (!/^\s*bearer\b/i.test(header)) return header;
+  const m = /\brealm\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))/i.exec(header);
+  const realm = m ? (m[1] ?? m[2] ?? '') : '';
+  if (!m || realm.startsWith(origin + TOKEN_PREFIX)) return header;
+  return rewriteChallengeRealm(header, origin);
+}
+
+/**
  * What identifies a token request: the realm, the service and the set of scopes. Never the
  * credentials, `account`, `client_id`, `grant_type` or `offline_token`: they change per user and client.
  * GET carries the parameters in the query; the OAuth2 POST form in the body (scope space-separated).

@@ -61,11 +61,27 @@ export function acceptSet(acceptLines: string[]): string[] {
   return [...set].sort();
 }
 
-/** How a registry negotiates a manifest: the stored media type must be among the accepted ones. */
-export function accepts(accepted: string[], mediaType: string | undefined): boolean {
-  if (accepted.length === 0 || !mediaType) return true;
+export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
+export const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json';
+export const DOCKER_LIST = 'application/vnd.docker.distribution.manifest.list.v2+json';
+
+/**
+ * Whether a registry answers a manifest GET/HEAD with the stored manifest of this media type, as
+ * distribution 2.8 negotiates (measured with docker-registry 2.8.2, test/e2e/fidelity.test.ts):
+ * - an OCI manifest or index only to a request whose Accept names that very type (no Accept, a wildcard
+ *   or only Docker types: 404 MANIFEST_UNKNOWN), by tag or by digest;
+ * - a Docker schema2 manifest or manifest list by digest whatever the Accept says; by tag only when
+ *   the Accept names its type (otherwise the registry answers something else: a schema1 rewrite or
+ *   the linux/amd64 child, which regtape cannot derive);
+ * - any other type (schema1, artifacts) to no Accept, its own type or a wildcard.
+ */
+export function accepts(accepted: string[], mediaType: string | undefined, byDigest = false): boolean {
+  if (!mediaType) return true;
   const t = mediaType.split(';')[0].trim().toLowerCase();
-  return accepted.includes(t) || accepted.includes('*/*') || accepted.includes(t.split('/')[0] + '/*');
+  if (t === OCI_MANIFEST || t === OCI_INDEX) return accepted.includes(t);
+  if (t === DOCKER_MANIFEST || t === DOCKER_LIST) return byDigest || accepted.includes(t);
+  return accepted.length === 0 || accepted.includes(t) || accepted.includes('*/*') || accepted.includes(t.split('/')[0] + '/*');
 }
 
 /** The registry error code for "nothing here" on a route. */

@@ -3,11 +3,18 @@
  * a manifest recorded by tag is also served by digest (and a tag resolved by a recorded HEAD is
  * served from the manifest recorded by digest); any blob in the store is served by digest; tag lists
  * and the catalog are paginated (`n`, `last`, `Link`) from the recorded lists.
+ *
+ * Only what the registry itself would answer (docs/fixture-format.md, "What replay derives"): a
+ * manifest only where the request's Accept gets it from the registry (registry/routes.ts accepts()),
+ * an OCI manifest it does not accept is distribution's 404; after a replayed DELETE of a blob or a
+ * manifest (state.ts), its 404. A token request with no recording gets the placeholder token.
  */
 import { LoadedExchange } from '../fixture/files';
 import { Body, bodyDigest, Exchange, HeaderList, headerValue, headerValues } from '../fixture/model';
 import { BodyStore } from '../fixture/store';
-import { acceptSet, accepts, Route } from '../registry/routes';
+import { acceptSet, accepts, OCI_INDEX, OCI_MANIFEST, Route } from '../registry/routes';
+import { REPLAY_EXPIRES_IN, REPLAY_TOKEN } from '../registry/auth';
+import { RunState } from './state';
 import { RequestView, splitUrl } from '../fixture/identity';
 import { routeOf } from '../registry/routes';
 
@@ -29,7 +36,12 @@ export class RegistryView {
   /** Derived inline answers reference no stored body; any store will do. */
   private readonly store: BodyStore;
 
-  constructor(exchanges: LoadedExchange[]) {
+  constructor(
+    exchanges: LoadedExchange[],
+    private readonly state: RunState,
+    /** Hand out placeholder tokens where none was recorded (not with --record-missing: those get recorded). */
+    private readonly placeholderTokens = true,
+  ) {
     this.store = exchanges[0]?.store ?? new BodyStore(process.cwd());
     for (const ex of exchanges) this.add(ex);
   }
@@ -68,6 +80,8 @@ export class RegistryView {
   /** A derived answer for a request no fixture matched, or undefined. */
   answer(req: RequestView, route: Route): LoadedExchange | undefined {
     const method = req.method.toUpperCase();
+    // regtape's own token endpoint (a realm replay pointed at itself): a placeholder token, as recorded ones are served.
+    if (route.kind === 'token') return this.placeholderTokens && (method === 'GET' || method === 'POST') ? this.token() : undefined;
     if (method !== 'GET' && method !== 'HEAD') return undefined;
     // A registry that challenged anonymous requests when recorded challenges them now as well,
     // so a client never gets in without the token dance it would have to do live.
@@ -78,7 +92,7 @@ export class RegistryView {
       case 'manifest':
         return this.manifest(req, route.name, route.reference);
       case 'blob':
-        return this.blob(route.digest);
+        return this.deleted(route) ?? this.blob(route.digest);
       case 'tags':
         return this.list(req, `/v2/${route.name}/tags/list`, this.tagLists.get(route.name), (items) => ({ name: route.name, tags: items }));
       case 'catalog':
@@ -103,12 +117,51 @@ export class RegistryView {
 
   private manifest(req: RequestView, repo: string, reference: string): LoadedExchange | undefined {
     const wanted = acceptSet(headerValues(req.headers, 'accept'));
-    const digests = reference.includes(':') ? [reference] : [...(this.tags.get(`${repo}:${reference}`) ?? [])];
+    const byDigest = reference.includes(':');
+    const known = byDigest ? [reference] : [...(this.tags.get(`${repo}:${reference}`) ?? [])];
+    const digests = known.filter((d) => !this.state.manifestDeleted(repo, d));
+    if (known.length && !digests.length) return this.deleted({ kind: 'manifest', name: repo, reference });
+    let refusedOci: string | undefined;
     for (const d of digests) {
       const ex = this.manifests.get(`${repo}@${d}`);
-      if (ex && accepts(wanted, headerValue(ex.response!.headers, 'content-type'))) return ex;
+      const type = ex && headerValue(ex.response!.headers, 'content-type');
+      if (ex && accepts(wanted, type, byDigest)) return ex;
+      const t = type?.split(';')[0].trim().toLowerCase();
+      if (t === OCI_MANIFEST || t === OCI_INDEX) refusedOci = t;
     }
+    // What distribution says when it holds an OCI manifest the request does not accept.
+    if (refusedOci === OCI_MANIFEST) return this.error(404, { errors: [{ code: 'MANIFEST_UNKNOWN', message: 'OCI manifest found, but accept header does not support OCI manifests' }] });
+    if (refusedOci === OCI_INDEX) return this.error(404, { errors: [{ code: 'MANIFEST_UNKNOWN', message: 'OCI index found, but accept header does not support OCI indexes' }] });
     return undefined;
+  }
+
+  /**
+   * The registry's 404 for a blob or manifest a replayed DELETE removed in this run (a deleted
+   * manifest takes the tags that pointed at it along, as distribution untags them); else undefined.
+   */
+  deleted(route: Route): LoadedExchange | undefined {
+    if (route.kind === 'blob' && this.state.blobDeleted(route.name, route.digest)) {
+      return this.error(404, { errors: [{ code: 'BLOB_UNKNOWN', message: 'blob unknown to registry', detail: route.digest }] });
+    }
+    if (route.kind !== 'manifest') return undefined;
+    const { name, reference } = route;
+    const byDigest = reference.includes(':');
+    const known = byDigest ? [reference] : [...(this.tags.get(`${name}:${reference}`) ?? [])];
+    if (!known.length || !known.every((d) => this.state.manifestDeleted(name, d))) return undefined;
+    const detail = byDigest ? { Name: name, Revision: reference } : { Tag: reference };
+    return this.error(404, { errors: [{ code: 'MANIFEST_UNKNOWN', message: 'manifest unknown', detail }] });
+  }
+
+  /** A registry error as distribution writes it (JSON and a newline). */
+  private error(status: number, body: unknown): LoadedExchange {
+    const text = JSON.stringify(body) + '\n';
+    return synthetic(this.store, undefined, [['Content-Type', 'application/json; charset=utf-8'], API_VERSION], { kind: 'inline', text }, status);
+  }
+
+  /** The placeholder token regtape's own token endpoint hands out (send.ts dates it when served). */
+  private token(): LoadedExchange {
+    const text = JSON.stringify({ token: REPLAY_TOKEN, access_token: REPLAY_TOKEN, expires_in: REPLAY_EXPIRES_IN, issued_at: new Date(0).toISOString() });
+    return synthetic(this.store, undefined, [['Content-Type', 'application/json']], { kind: 'inline', text });
   }
 
   private blob(digest: string): LoadedExchange | undefined {
@@ -144,10 +197,10 @@ export class RegistryView {
   }
 }
 
-function synthetic(store: BodyStore, from: Exchange['source'], headers: HeaderList, body: Body): LoadedExchange {
+function synthetic(store: BodyStore, from: Exchange['source'], headers: HeaderList, body: Body, status = 200): LoadedExchange {
   return {
     request: { method: 'GET', url: '(derived)', headers: [], body: { kind: 'none' } },
-    response: { status: 200, headers, body },
+    response: { status, headers, body },
     source: from ? { ...from } : { file: '(derived)', line: 0 },
     store,
   };

@@ -9,7 +9,8 @@
  */
 import { promises as fsp } from 'node:fs';
 import YAML, { isMap, isScalar, isSeq, LineCounter } from 'yaml';
-import { HeaderList } from '../fixture/model';
+import { HeaderList, ORIGIN_PLACEHOLDER } from '../fixture/model';
+import { ownRealmChallenge } from '../registry/auth';
 import { UserError } from '../http/server';
 import { errorBody } from '../registry/errors';
 import { Route } from '../registry/routes';
@@ -220,7 +221,8 @@ export class FaultInjector {
       case 'unavailable':
         return { respond: { status: 503, headers: [json, api], body: errorBody('UNAVAILABLE', 'service unavailable (regtape fault injection)') } };
       case 'expire-token': {
-        const recorded = this.challenge()?.split('http://regtape.invalid').join(origin);
+        const challenge = this.challenge()?.split(ORIGIN_PLACEHOLDER).join(origin);
+        const recorded = challenge === undefined ? undefined : ownRealmChallenge(challenge, origin);
         const scope = 'name' in route ? `,scope="repository:${route.name}:pull"` : '';
         const base = recorded?.replace(/,\s*error="[^"]*"/, '') ?? `Bearer realm="${origin}/__regtape/token/none"`;
         return {

@@ -10,8 +10,7 @@ import { headerValue, headerValues } from '../fixture/model';
 import { LoadedExchange } from '../fixture/files';
 import { acceptSet, accepts, routeOf } from '../registry/routes';
 import { bucketKey, hasCredentials, normalizeQuery, RequestView, requestIdentity, splitUrl } from '../fixture/identity';
-
-
+import { normalizeRange } from '../http/range';
 
 export interface Miss {
   request: string;
@@ -50,34 +49,56 @@ export class Matcher {
 
   /** The exchange that answers this request, or undefined. HEAD falls back to a recorded GET. */
   match(req: RequestView): LoadedExchange | undefined {
+    return this.matchInPlace(req).ex;
+  }
+
+  /**
+   * The same, and whether the request came after the recorded sequence for it was used up (`repeat`:
+   * the last recorded answer is repeated, unless what this run changed says otherwise; replayer.ts).
+   */
+  matchInPlace(req: RequestView): { ex?: LoadedExchange; repeat: boolean } {
     const hit = this.lookup(req, true);
-    if (hit || req.method.toUpperCase() !== 'HEAD') return hit;
+    if (hit.ex || req.method.toUpperCase() !== 'HEAD') return hit;
     // A HEAD answered from a recorded GET does not use up that GET's place in a sequence.
     return this.lookup({ ...req, method: 'GET' }, false);
   }
 
-  private lookup(req: RequestView, advance: boolean): LoadedExchange | undefined {
+  private lookup(req: RequestView, advance: boolean): { ex?: LoadedExchange; repeat: boolean } {
     const key = bucketKey(req);
     const bucket = this.buckets.get(key);
-    if (!bucket) return undefined;
+    if (!bucket) return { repeat: false };
     const route = routeOf(splitUrl(req.url).path);
     let pool = bucket;
     // = requestIdentity(req), without computing the route and the bucket key again
     let counterKey = key;
     if (route.kind === 'manifest') {
       const wanted = acceptSet(headerValues(req.headers, 'accept'));
-      pool = bucket.filter((ex) => ex.response!.status >= 300 || accepts(wanted, this.contentType(ex)));
-      if (pool.length === 0) return undefined;
-      // Prefer recordings made with the very same Accept set: they are what the registry chose for it.
       counterKey = `${key} accept=${wanted.join(',')}`;
-      const same = pool.filter((ex) => this.identity(ex) === counterKey);
-      if (same.length) pool = same;
+      // Recordings made with the very same Accept set are what the registry chose for it: they win.
+      // Others only where the registry would have answered the same (registry/routes.ts accepts()).
+      const same = bucket.filter((ex) => this.identity(ex) === counterKey);
+      const byDigest = route.reference.includes(':');
+      pool = same.length ? same : bucket.filter((ex) => ex.response!.status >= 300 || accepts(wanted, this.contentType(ex), byDigest));
     }
+    // A recorded partial answer (206, 416) answers only the very range it was recorded for; a full
+    // answer answers any range (send.ts cuts it). Each range keeps its own place in the sequence.
+    // Recordings of the very same range come first.
+    const range = normalizeRange(headerValue(req.headers, 'range'));
+    const sameRange = range === undefined ? [] : pool.filter((ex) => isPartial(ex) && this.range(ex) === range);
+    pool = sameRange.length ? sameRange : pool.filter((ex) => !isPartial(ex) || this.range(ex) === range);
+    if (pool.length === 0) return { repeat: false };
+    if (range !== undefined) counterKey += ` range=${range}`;
     const n = this.counters.get(counterKey) ?? 0;
     if (advance) this.counters.set(counterKey, n + 1);
     const ex = pool[Math.min(n, pool.length - 1)];
     this.used.add(ex);
-    return ex;
+    return { ex, repeat: n >= pool.length };
+  }
+
+  private ranges = new WeakMap<LoadedExchange, string | undefined>();
+  private range(ex: LoadedExchange): string | undefined {
+    if (!this.ranges.has(ex)) this.ranges.set(ex, normalizeRange(headerValue(ex.request.headers, 'range')));
+    return this.ranges.get(ex);
   }
 
   // What never changes for a recorded exchange: computed once, not on every request.
@@ -133,12 +154,25 @@ function difference(req: RequestView, ex: LoadedExchange, path: string, query: s
   if (normalizeQuery(rec.query) !== normalizeQuery(query)) diffs.push(`query (recorded ${rec.query ? '?' + rec.query : 'none'})`);
   const recAuth = hasCredentials(ex.request.headers);
   if (recAuth !== hasCredentials(req.headers)) diffs.push(recAuth ? 'credentials (recorded with Authorization)' : 'credentials (recorded without Authorization)');
-  if (routeOf(path).kind === 'manifest' && ex.response) {
+  const route = routeOf(path);
+  if (route.kind === 'manifest' && ex.response) {
     const ct = headerValue(ex.response.headers, 'content-type');
-    if (!accepts(acceptSet(headerValues(req.headers, 'accept')), ct)) diffs.push(`Accept (the recorded manifest is ${ct}, not accepted)`);
+    const wanted = acceptSet(headerValues(req.headers, 'accept'));
+    const same = wanted.join(',') === acceptSet(headerValues(ex.request.headers, 'accept')).join(',');
+    if (!same && !accepts(wanted, ct, route.reference.includes(':'))) diffs.push(`Accept (the recorded manifest is ${ct}, not accepted)`);
+  }
+  const recRange = headerValue(ex.request.headers, 'range');
+  if (isPartial(ex) && normalizeRange(recRange) !== normalizeRange(headerValue(req.headers, 'range'))) {
+    diffs.push(`Range (recorded ${recRange ? `for ${recRange}` : 'without one'}, answered ${ex.response!.status})`);
   }
   if (diffs.length === 0) return 'same request';
   return diffs.join(', ') + (diffs.length === 1 ? ' differs' : ' differ');
+}
+
+/** A recorded answer that holds part of a body (or says the range was unsatisfiable). */
+function isPartial(ex: LoadedExchange): boolean {
+  const status = ex.response?.status;
+  return status === 206 || status === 416;
 }
 
 function commonPrefix(a: string, b: string): number {

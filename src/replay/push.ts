@@ -2,8 +2,8 @@
  * Pushes during replay. The recorded upload session is played back (its statuses and Locations),
  * with fresh session ids, and what the client uploads is checked: the bytes must hash to the
  * `digest` parameter, the blob must be one the recording pushed, a pushed manifest must be the
- * recorded one. State is kept within a run: a blob uploaded answers HEAD 200 afterwards, like the
- * recorded registry.
+ * recorded one. A finished upload whose recorded answer was 201 counts as uploaded in this run
+ * (state.ts): where the recording has no answer for a later HEAD of that blob, it is 200.
  */
 import { createHash, Hash, randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
@@ -13,6 +13,7 @@ import { errorBody } from '../registry/errors';
 import { Route, routeOf } from '../registry/routes';
 import { fillUploads } from '../registry/uploads';
 import { splitUrl } from '../fixture/identity';
+import { RunState } from './state';
 
 export interface Refusal {
   status: number;
@@ -26,15 +27,18 @@ interface Session {
 
 export class PushState {
   private sessions = new Map<string, Session>();
-  /** `repo@digest` of blobs uploaded in this run, with their sizes. */
-  private uploaded = new Map<string, number>();
+  /** Uploads whose bytes checked out, until their recorded answer says whether the registry took them. */
+  private finished = new Map<string, { repo: string; digest: string; size: number }>();
   /** Digests of blobs the recording pushed (PUT ...?digest=), per repository. */
   private recordedBlobs = new Map<string, Set<string>>();
 
   /** Repositories the recording pushed to (uploads or manifests). */
   private pushedRepos = new Set<string>();
 
-  constructor(exchanges: LoadedExchange[]) {
+  constructor(
+    exchanges: LoadedExchange[],
+    private readonly state: RunState,
+  ) {
     for (const ex of exchanges) this.add(ex);
   }
 
@@ -85,13 +89,33 @@ export class PushState {
     if (recorded && !recorded.has(digest)) {
       return refusal(400, 'DIGEST_INVALID', `regtape: pushed blob ${digest} to ${route.name} differs from the recording, which pushed ${[...recorded].join(', ')}`);
     }
-    this.uploaded.set(`${route.name}@${digest}`, s.size);
+    this.finished.set(session, { repo: route.name, digest, size: s.size });
     return undefined;
   }
 
-  /** Size of a blob uploaded in this run, for HEAD answers after the push. */
-  uploadedSize(repo: string, digest: string): number | undefined {
-    return this.uploaded.get(`${repo}@${digest}`);
+  /** The recorded answer to a finished upload was served: a 201 means the registry has the blob now. */
+  answered(session: string | undefined, status: number): void {
+    const f = session === undefined ? undefined : this.finished.get(session);
+    if (!f) return;
+    this.finished.delete(session!);
+    if (status === 201) this.state.blobUploaded(f.repo, f.digest, f.size);
+  }
+
+  /** A HEAD of a blob uploaded in this run, where the recording has no answer: 200, as the registry says. */
+  headOfUploaded(route: Route, from: LoadedExchange['store']): LoadedExchange | undefined {
+    if (route.kind !== 'blob') return undefined;
+    const size = this.state.uploadedSize(route.name, route.digest);
+    if (size === undefined) return undefined;
+    return {
+      request: { method: 'HEAD', url: '(derived)', headers: [], body: { kind: 'none' } },
+      response: {
+        status: 200,
+        headers: [['Content-Length', String(size)], ['Content-Type', 'application/octet-stream'], ['Docker-Content-Digest', route.digest], ['Docker-Distribution-Api-Version', 'registry/2.0']],
+        body: { kind: 'none' },
+      },
+      source: { file: '(uploaded in this run)', line: 0 },
+      store: from,
+    };
   }
 
   /** A manifest PUT must carry the recorded manifest, byte for byte. */

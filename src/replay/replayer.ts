@@ -20,6 +20,7 @@ import { Matcher } from './match';
 import { PushState, Refusal } from './push';
 import { BodyCache, flatten, Req, serveExchange } from './send';
 import { Unmatched, UnmatchedRequest } from './unmatched';
+import { RunState } from './state';
 
 export interface ReplayerOptions {
   /** One line per request on this function (default: none); `level` 'warn' for misses, refusals and errors. */
@@ -68,6 +69,7 @@ export class Replayer {
   private matcher: Matcher;
   private pushes: PushState;
   private derived: RegistryView;
+  private state: RunState;
   private faults: FaultInjector;
   private readonly exchanges: LoadedExchange[];
   private readonly unmatched = new Unmatched();
@@ -88,8 +90,9 @@ export class Replayer {
     this.redactor = new Redactor(opts.recordMissing?.redact);
     this.latency = typeof opts.latency === 'number' ? [opts.latency, opts.latency] : opts.latency;
     this.matcher = new Matcher(this.exchanges);
-    this.pushes = new PushState(this.exchanges);
-    this.derived = new RegistryView(this.exchanges);
+    this.state = new RunState();
+    this.pushes = new PushState(this.exchanges, this.state);
+    this.derived = new RegistryView(this.exchanges, this.state, !this.recorder);
     this.faults = new FaultInjector(opts.faults ?? [], () => this.derived.challengeHeader());
   }
 
@@ -155,8 +158,9 @@ export class Replayer {
   /** A fresh run without a restart: counters, sequence positions, push and delete state, misses. */
   reset(): void {
     this.matcher = new Matcher(this.exchanges);
-    this.pushes = new PushState(this.exchanges);
-    this.derived = new RegistryView(this.exchanges);
+    this.state = new RunState();
+    this.pushes = new PushState(this.exchanges, this.state);
+    this.derived = new RegistryView(this.exchanges, this.state, !this.recorder);
     this.faults = new FaultInjector(this.opts.faults ?? [], () => this.derived.challengeHeader());
     this.unmatched.clear();
     this.recentRing.length = 0;
@@ -250,18 +254,12 @@ export class Replayer {
       if (!manifestBytes) return refuse({ status: 413, body: errorBody('SIZE_INVALID', `regtape: manifest larger than ${MAX_MANIFEST} bytes`) });
     }
 
-    if (route.kind === 'blob' && req.method === 'HEAD') {
-      // After this run uploaded the blob, it exists, whatever the recording said before the push.
-      const size = pushes.uploadedSize(route.name, route.digest);
-      if (size !== undefined) {
-        res.writeHead(200, { 'content-length': size, 'content-type': 'application/octet-stream', 'docker-content-digest': route.digest, 'docker-distribution-api-version': 'registry/2.0' });
-        res.end();
-        this.servedCount++;
-        return done(200, 0, 'derived', '(uploaded in this run)');
-      }
-    }
-    const recordedEx = this.matcher.match(view);
-    const ex = recordedEx ?? this.derived.answer(view, route);
+    // A recorded answer in its place in the sequence wins. Past the recorded sequence, what this run
+    // changed (a blob uploaded, a blob or manifest deleted) wins over repeating the last answer.
+    const matched = this.matcher.matchInPlace(view);
+    const changed = !matched.ex || matched.repeat ? this.runStateAnswer(req.method, route) : undefined;
+    const recordedEx = changed ? undefined : matched.ex;
+    const ex = recordedEx ?? changed ?? this.derived.answer(view, route);
     if (!ex && recorder) {
       recorder.handle(req, res, preread);
       return done(0, 0, 'recording');
@@ -284,8 +282,18 @@ export class Replayer {
       if (refusal) return refuse(refusal);
     }
     this.servedCount++;
+    if (recordedEx) {
+      pushes.answered(session, ex.response!.status);
+      this.state.served(req.method, route, ex);
+    }
     const answer = ex.source ? `${ex.source.file}:${ex.source.line}` : '(derived)';
     serveExchange(req, res, ex, this.cache, (line) => this.log(line, 'warn'), (s, b) => done(s, b, recordedEx ? 'served' : 'derived', recordedEx ? answer : `(derived from ${answer})`), (v) => pushes.fill(v, session), cutAfter);
+  }
+
+  /** What the registry says after this run's uploads and deletes, where that differs from the content. */
+  private runStateAnswer(method: string, route: ReturnType<typeof routeOf>): LoadedExchange | undefined {
+    if (method !== 'GET' && method !== 'HEAD') return undefined;
+    return this.derived.deleted(route) ?? (method === 'HEAD' ? this.pushes.headOfUploaded(route, this.exchanges[0]?.store) : undefined);
   }
 }
 

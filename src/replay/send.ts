@@ -12,7 +12,7 @@ import { LoadedExchange } from '../fixture/files';
 import { HOP_BY_HOP } from '../http/server';
 import { requestOrigin } from '../http/tls';
 import { routeOf } from '../registry/routes';
-import { freshTokenResponse } from '../registry/auth';
+import { freshTokenResponse, ownRealmChallenge } from '../registry/auth';
 import { UPLOAD_ID, UPLOAD_STATE } from '../registry/uploads';
 import { ByteRange, etagMatches, parseRange } from '../http/range';
 
@@ -125,6 +125,7 @@ export function serveExchange(
     if (lower === 'date') continue;
     let value = v.includes(ORIGIN_PLACEHOLDER) ? v.split(ORIGIN_PLACEHOLDER).join(origin) : v;
     if (value.includes(UPLOAD_ID) || value.includes(UPLOAD_STATE)) value = fillUploads(value);
+    if (lower === 'www-authenticate') value = ownRealmChallenge(value, origin);
     headers.push([n, value]);
   }
   const size = body.kind === 'inline' ? Buffer.byteLength(body.text) : body.kind === 'stored' ? body.size : 0;

@@ -113,7 +113,9 @@ describe.each(scenarios)('$mode registry: record, stop everything, replay', ({ m
       const anon = await request(url, { method: 'HEAD' });
       expect(anon.status).toBe(401);
       expect(String(anon.headers['www-authenticate'])).toContain(`scope="repository:${repo}:pull"`);
-      const authed = await request(url, { method: 'HEAD', headers: [['authorization', 'Bearer regtape-replay-token']] });
+      // the registry gives an OCI manifest only to a request that accepts it
+      const oci: [string, string] = ['accept', 'application/vnd.oci.image.manifest.v1+json'];
+      const authed = await request(url, { method: 'HEAD', headers: [['authorization', 'Bearer regtape-replay-token'], oci] });
       expect(authed.status).toBe(200);
       expect(authed.headers['docker-content-digest']).toBe(image.manifestDigest);
     });

@@ -38,6 +38,40 @@ describe('Matcher', () => {
     expect(m.match({ method: 'GET', url: '/v2/r/manifests/v1', headers: [['accept', DOCKER]] })).toBeUndefined();
   });
 
+  it('negotiates as distribution 2.8 does: OCI only to its own type, Docker schema2 by digest to anything', () => {
+    const m = new Matcher([
+      ex('GET', '/v2/r/manifests/v1', [['accept', OCI]], 200, [['content-type', OCI]], 'oci'),
+      ex('GET', '/v2/d/manifests/v1', [['accept', DOCKER]], 200, [['content-type', DOCKER]], 'docker-tag'),
+      ex('GET', '/v2/d/manifests/sha256:1', [['accept', DOCKER]], 200, [['content-type', DOCKER]], 'docker-digest'),
+    ]);
+    // no Accept, or a wildcard only: the registry answers 404 for an OCI manifest
+    expect(m.match({ method: 'GET', url: '/v2/r/manifests/v1', headers: [] })).toBeUndefined();
+    expect(m.match({ method: 'GET', url: '/v2/r/manifests/v1', headers: [['accept', '*/*']] })).toBeUndefined();
+    // schema2 by tag with no Accept: the registry rewrites it to schema1, which is not recorded
+    expect(m.match({ method: 'GET', url: '/v2/d/manifests/v1', headers: [] })).toBeUndefined();
+    // by digest it serves the stored manifest whatever the Accept
+    expect(body(m.match({ method: 'GET', url: '/v2/d/manifests/sha256:1', headers: [] }))).toBe('docker-digest');
+    expect(body(m.match({ method: 'GET', url: '/v2/d/manifests/sha256:1', headers: [['accept', OCI]] }))).toBe('docker-digest');
+  });
+
+  it('a recorded 206 answers only the range it was recorded for, in its own sequence; a full answer any range', () => {
+    const url = '/v2/r/blobs/sha256:1';
+    const m = new Matcher([
+      ex('GET', url, [['range', 'bytes=0-9']], 206, [['content-range', 'bytes 0-9/100']], 'first ten'),
+      ex('GET', url, [['range', 'bytes=100-109']], 416, [], 'unsatisfiable'),
+      ex('GET', url, [['range', 'bytes=0-9']], 206, [['content-range', 'bytes 0-9/100']], 'first ten again'),
+    ]);
+    const get = (range?: string): LoadedExchange | undefined => m.match({ method: 'GET', url, headers: range ? [['range', range]] : [] });
+    expect(body(get('bytes=100-109'))).toBe('unsatisfiable');
+    expect(body(get('bytes = 0-9'))).toBe('first ten');
+    expect(body(get('bytes=0-9'))).toBe('first ten again');
+    expect(get('bytes=5-9')).toBeUndefined();
+    expect(get()).toBeUndefined();
+    expect(m.explain({ method: 'GET', url, headers: [['range', 'bytes=5-9']] }).nearest[0].why).toBe('Range (recorded for bytes=0-9, answered 206) differs');
+    const full = new Matcher([ex('GET', url, [], 200, [], 'whole')]);
+    expect(body(full.match({ method: 'GET', url, headers: [['range', 'bytes=5-9']] }))).toBe('whole');
+  });
+
   it('prefers the recording made with the same Accept set', () => {
     const m = new Matcher([
       ex('GET', '/v2/r/manifests/v1', [['accept', INDEX], ['accept', OCI]], 200, [['content-type', INDEX]], 'index'),

@@ -30,11 +30,23 @@ describe('replaying the seed document as it is', () => {
   it('answers the anonymous ping with the recorded 401 challenge, bytes exact', async () => {
     const r = await request(`${server.url}/v2/`);
     expect(r.status).toBe(401);
-    expect(r.headers['www-authenticate']).toBe('Bearer realm="https://auth.docker.io/token",service="registry.docker.io"');
+    // the captured realm is on the network: replay points it at its own token endpoint (issue 9 item 5)
+    expect(r.headers['www-authenticate']).toBe(`Bearer realm="${server.url}/__regtape/token/https/auth.docker.io/token",service="registry.docker.io"`);
     expect(r.headers['docker-distribution-api-version']).toBe('registry/2.0');
     expect(r.headers['content-length']).toBe('87');
     expect(r.body.toString()).toBe('{"errors":[{"code":"UNAUTHORIZED","message":"authentication required","detail":null}]}\n');
     expect(r.headers['strict-transport-security']).toBe('max-age=31536000');
+  });
+
+  it('serves a placeholder token at its own token endpoint, though no token exchange was captured', async () => {
+    const r = await request(`${server.url}/__regtape/token/https/auth.docker.io/token?scope=repository%3Alibrary%2Falpine%3Apull&service=registry.docker.io`);
+    expect(r.status).toBe(200);
+    expect(r.headers['content-type']).toBe('application/json');
+    const t = JSON.parse(r.body.toString()) as { token: string; access_token: string; expires_in: number; issued_at: string };
+    expect(t).toMatchObject({ token: 'regtape-replay-token', access_token: 'regtape-replay-token', expires_in: 86400 });
+    expect(Date.now() - Date.parse(t.issued_at)).toBeLessThan(3_600_000);
+    const post = await request(`${server.url}/__regtape/token/https/auth.docker.io/token`, { method: 'POST', headers: [['content-type', 'application/x-www-form-urlencoded']], body: 'grant_type=password&service=registry.docker.io&scope=repository:x:pull' });
+    expect(JSON.parse(post.body.toString()).access_token).toBe('regtape-replay-token');
   });
 
   it('answers HEAD with the headers and no body', async () => {
