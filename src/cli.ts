@@ -73,6 +73,7 @@ interface ReplayFlags extends TlsFlags {
   store?: string;
   allowEmpty?: boolean;
   report?: string;
+  allowHost?: string[];
   logFormat: LogFormat;
 }
 
@@ -100,6 +101,7 @@ export function program(exec?: string[]): Command {
     .option('--redact-query <name...>', 'also redact these query parameters in recorded URLs (account and URL signatures always are)')
     .option('--redact-field <name...>', 'also redact these JSON fields in token responses and form fields in token requests')
     .option('--overwrite', 'replace fixtures of requests recorded again (default: keep both, as a sequence)')
+    .option('--allow-host <pattern>', 'accept this Host header value, and (record, --record-missing) forward token and redirect requests to this host, besides the upstream and what it names; * wildcards, e.g. *.cloudfront.net (repeatable)', collect)
     .option('--keep-noise', 'write per-run values as recorded (Date, token times, Accept order, kernel in User-Agent, local ports); default: normalised, so re-recording gives the same files')
     .option('--lfs', 'mark bodies for Git LFS in the .gitattributes written beside them (default: binary, no diff)')
     .option('--store <dir>', 'keep bodies in DIR (layout sha256/<hex>) instead of <out>/bodies/: a store shared by several fixture sets, e.g. a CI cache')
@@ -118,7 +120,7 @@ Example:
   $ skopeo copy --src-tls-verify=false docker://127.0.0.1:8000/demo/hello:v1 dir:/tmp/hello
   (Ctrl-C stops after the in-flight exchanges are written)`,
     )
-    .action(async (o: TlsFlags & { upstream: string; port: number; host: string; out: string; format: 'md' | 'yaml'; redactHeader?: string[]; redactQuery?: string[]; redactField?: string[]; overwrite?: boolean; store?: string; keepNoise?: boolean; lfs?: boolean }) => {
+    .action(async (o: TlsFlags & { upstream: string; port: number; host: string; out: string; format: 'md' | 'yaml'; redactHeader?: string[]; redactQuery?: string[]; redactField?: string[]; overwrite?: boolean; store?: string; keepNoise?: boolean; lfs?: boolean; allowHost?: string[] }) => {
       const server = await record({
         upstream: o.upstream,
         port: o.port,
@@ -127,6 +129,7 @@ Example:
         format: o.format,
         redact: { headers: o.redactHeader, query: o.redactQuery, fields: o.redactField },
         overwrite: o.overwrite,
+        allowHosts: o.allowHost,
         store: o.store,
         keepNoise: o.keepNoise,
         lfs: o.lfs,
@@ -149,6 +152,7 @@ Example:
     .option('--quiet', 'no line per request')
     .option('--strict [what]', "exit 1 at shutdown if a request went unmatched ('unused': also if a fixture went unused)")
     .option('--record-missing', 'forward requests with no fixture to --upstream and record them (into --out)')
+    .option('--allow-host <pattern>', 'accept this Host header value, and (record, --record-missing) forward token and redirect requests to this host, besides the upstream and what it names; * wildcards, e.g. *.cloudfront.net (repeatable)', collect)
     .option('--upstream <url>', 'the registry for --record-missing')
     .option('--out <dir>', 'where --record-missing writes (default: the first fixtures folder)')
     .option('--format <md|yaml>', 'fixture format for --record-missing', format, 'md')
@@ -198,6 +202,7 @@ Example:
         latency: o.latency,
         faults,
         store: o.store,
+        allowHosts: o.allowHost,
         recordMissing: o.recordMissing ? { upstream: o.upstream!, out: o.out, format: o.format, resolve: o.resolve, upstreamCa: o.upstreamCa } : undefined,
         tls: tlsFlagOptions(o),
       });

@@ -16,6 +16,7 @@ import { writeGitAttributes } from '../fixture/gitattributes';
 import { FixtureFormat, removeStaleTempFiles } from '../fixture/files';
 import { HOP_BY_HOP, rawHeaderList, start, UserError } from '../http/server';
 import { createServer, requestOrigin } from '../http/tls';
+import { guardRequest, hostMatcher, refuse, refuseForwardProxyRequest } from '../http/guard';
 import { serverTls, ServeTlsOptions } from '../proxy/ca';
 import { errorBody } from '../registry/errors';
 import { Redactor, RedactOptions } from './redact';
@@ -62,6 +63,12 @@ export interface RecordOptions {
   resolve?: string[];
   /** `--upstream-ca FILE`: CA certificates (PEM) trusted for upstreams besides the system's. */
   upstreamCa?: string;
+  /**
+   * Hosts the recorder may forward token and redirect requests to besides the upstream and the realms
+   * and redirect targets the upstream named (`--allow-host`, `*` wildcards); also Host header values
+   * to accept besides loopback names and the address connected to.
+   */
+  allowHosts?: string[];
   /** Called with each exchange once its fixture is written. */
   onRecorded?: (ex: Exchange, file: string) => void;
   log?: (line: string) => void;
@@ -133,7 +140,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
     throw e;
   }
 
-  const targets = new Targets(upstream);
+  const targets = new Targets(upstream, hostMatcher(opts.allowHosts ?? []));
   targets.learnChallenge(challenge);
   const inflight = new Set<Promise<void>>();
   const agents = { 'http:': upstreamAgentSet.http, 'https:': upstreamAgentSet.https };
@@ -164,6 +171,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
   };
 
   const forward = (req: http.IncomingMessage, res: http.ServerResponse, preread?: Buffer): void => {
+    if (refuseForwardProxyRequest(req, res)) return; // never written: its URL is no registry path
     const started = process.hrtime.bigint();
     const liveOrigin = requestOrigin(req, `${opts.host ?? '127.0.0.1'}:${opts.port ?? 8000}`);
     const reqHeaders: HeaderList = rawHeaderList(req.rawHeaders).filter(([n]) => !HOP_BY_HOP.has(n) && n !== 'host');
@@ -176,6 +184,14 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
       const body = errorBody('NAME_UNKNOWN', `regtape: ${url} is not a valid regtape token or redirect URL`);
       res.writeHead(404, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
       res.end(body);
+      return;
+    }
+    if (!targets.permits(target)) {
+      // Not an open proxy: only the upstream, and the realms and redirect targets it named to us.
+      const host = new URL(target.origin).host;
+      refuse(res, 403, 'DENIED', `regtape: will not forward to ${host}: it is neither the upstream nor a token realm or redirect target the upstream named; to allow it, start regtape with --allow-host ${host}`);
+      req.resume();
+      log(`${method} ${shown} REFUSED: ${host} is not the upstream nor named by it (--allow-host)`);
       return;
     }
     const secret = target.kind === 'token' || (target.kind === 'upstream' && isTokenLikeUrl(url));
@@ -301,8 +317,10 @@ export async function record(opts: RecordOptions): Promise<RecordServer> {
   const host = opts.host ?? '127.0.0.1';
   const tls = opts.tls ? await serverTls(opts.tls, host) : undefined;
   const recorder = await createRecorder(opts);
+  const allowed = hostMatcher([...(opts.allowHosts ?? []), ...(tls?.names ?? [])]);
   const server = createServer(
     (req, res) => {
+      if (guardRequest(req, res, allowed)) return; // DNS rebinding, absolute-form (http/guard.ts)
       // The container image's health check (and any supervisor) asks here; never forwarded, never recorded.
       if (req.url === '/__regtape/health' && (req.method === 'GET' || req.method === 'HEAD')) {
         const body = JSON.stringify({ status: 'recording', upstream: recorder.upstream });

@@ -30,8 +30,25 @@ export class Targets {
    */
   private localPorts = new Map<string, string>();
 
-  constructor(readonly upstream: URL) {
+  /** Origins the upstream named to this process: realms of its challenges, targets of its redirects. */
+  private named = new Set<string>();
+
+  constructor(
+    readonly upstream: URL,
+    /** Hosts the user allowed besides (`--allow-host`). */
+    private readonly allowHost: (hostPort: string) => boolean = () => false,
+  ) {
     this.upstreamOrigins = new Set([upstream.origin]);
+  }
+
+  /** Whether a request may go there: the upstream, an origin it named, or a host the user allowed. Never any host a client names. */
+  permits(t: Target): boolean {
+    if (t.kind === 'upstream' || this.upstreamOrigins.has(t.origin) || this.named.has(t.origin)) return true;
+    try {
+      return this.allowHost(new URL(t.origin).host);
+    } catch {
+      return false;
+    }
   }
 
   /** The target of a request URL (path and query), or undefined for a malformed regtape URL. */
@@ -64,6 +81,7 @@ export class Targets {
     } catch {
       return;
     }
+    if (u.protocol === 'http:' || u.protocol === 'https:') this.named.add(u.origin);
     if (u.port && LOOPBACK.test(u.hostname)) this.localPorts.set(`${u.protocol}//${u.hostname}`, u.port);
   }
 

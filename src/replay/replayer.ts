@@ -26,7 +26,7 @@ export interface ReplayerOptions {
   /** One line per request on this function (default: none); `level` 'warn' for misses, refusals and errors. */
   log?: (line: string, level?: 'request' | 'warn') => void;
   /** Serve what is recorded; forward what is not to this upstream and record it (VCR's new_episodes). */
-  recordMissing?: { upstream: string; out: string; format?: FixtureFormat; redact?: RedactOptions; store?: string; resolve?: string[]; upstreamCa?: string };
+  recordMissing?: { allowHosts?: string[]; upstream: string; out: string; format?: FixtureFormat; redact?: RedactOptions; store?: string; resolve?: string[]; upstreamCa?: string };
   /** Delay every answer: fixed milliseconds, or a [min, max] range drawn uniformly. */
   latency?: number | [number, number];
   /** Registry faults to inject (replay/faults.ts). */
@@ -105,6 +105,7 @@ export class Replayer {
           out: rm.out,
           format: rm.format,
           redact: rm.redact,
+          allowHosts: rm.allowHosts,
           store: rm.store,
           resolve: rm.resolve,
           upstreamCa: rm.upstreamCa,

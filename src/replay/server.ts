@@ -7,6 +7,7 @@ import { LoadedExchange, loadFixtures } from '../fixture/files';
 import { FixtureFormat } from '../fixture/files';
 import { start } from '../http/server';
 import { createServer } from '../http/tls';
+import { guardRequest, hostMatcher } from '../http/guard';
 import { serverTls, ServeTlsOptions } from '../proxy/ca';
 import { RedactOptions } from '../record/redact';
 import { controlApp, isControlPath, summaryJson, SummaryJson } from '../control/api';
@@ -30,6 +31,11 @@ export interface ReplayOptions {
   strict?: boolean | 'unused';
   /** Serve what is recorded; forward what is not to this upstream and record it (VCR's new_episodes). */
   recordMissing?: { upstream: string; out?: string; format?: FixtureFormat; redact?: RedactOptions; resolve?: string[]; upstreamCa?: string };
+  /**
+   * Host header values to accept besides loopback names and the address connected to (`--allow-host`,
+   * `*` wildcards); with --record-missing also hosts it may forward to besides what the upstream named.
+   */
+  allowHosts?: string[];
   /** Serve HTTPS (`--tls`): a certificate from regtape's CA, or the user's (`--tls-cert/--tls-key`). */
   tls?: ServeTlsOptions;
   /** Delay every answer: fixed milliseconds, or a [min, max] range drawn uniformly. */
@@ -97,7 +103,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
     latency: opts.latency,
     faults: opts.faults,
     onRequest: opts.onRequest,
-    recordMissing: opts.recordMissing ? { ...opts.recordMissing, out: opts.recordMissing.out ?? firstDir, store: opts.store } : undefined,
+    recordMissing: opts.recordMissing ? { allowHosts: opts.allowHosts, ...opts.recordMissing, out: opts.recordMissing.out ?? firstDir, store: opts.store } : undefined,
   });
   const summary = (): ReplaySummary => ({
     served: replayer.served(),
@@ -109,7 +115,9 @@ export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
   let control: http.RequestListener | undefined;
   let closing: Promise<void> | undefined;
   const health = () => ({ status: closing ? ('closing' as const) : ('serving' as const), exchanges: replayer.size });
+  const allowed = hostMatcher([...(opts.allowHosts ?? []), ...(tls?.names ?? [])]);
   const server = createServer((req, res) => {
+    if (guardRequest(req, res, allowed)) return; // DNS rebinding, absolute-form (http/guard.ts)
     if (isControlPath(req.url ?? '/')) {
       control ??= controlApp({ health, summary, requests: () => replayer.recent(), requestsMax: RECENT_MAX, reset: () => replayer.reset() });
       control(req, res);
