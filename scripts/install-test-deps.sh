@@ -11,6 +11,9 @@ command -v podman >/dev/null || need+=(podman)
 command -v containerd >/dev/null || need+=(containerd)
 command -v ctr >/dev/null || need+=(containerd)
 command -v tar >/dev/null || need+=(tar)
+command -v openssl >/dev/null || need+=(openssl)
+# the container image test builds its base from Debian packages (scripts/build-image.sh)
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 # npm run bench (not part of npm test) drives the load with wrk
 command -v wrk >/dev/null || need+=(wrk)
 if [ ${#need[@]} -gt 0 ]; then
