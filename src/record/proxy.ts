@@ -1,10 +1,10 @@
 /**
- * The recording proxy: a reverse proxy (http-proxy) in front of the real registry. Bodies stream
+ * The recording proxy: a reverse proxy (http-proxy-3, the maintained http-proxy) in front of the real registry. Bodies stream
  * both ways; a copy of each is hashed and kept on the fly; the exchange is written once both sides
  * completed, atomically (writer.ts). Anything that did not complete is dropped. Where each request
  * goes, and how answers keep the client on the proxy: targets.ts.
  */
-import httpProxy from 'http-proxy';
+import { createProxyServer } from 'http-proxy-3';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { promises as fsp } from 'node:fs';
@@ -144,7 +144,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
   targets.learnChallenge(challenge);
   const inflight = new Set<Promise<void>>();
   const agents = { 'http:': upstreamAgentSet.http, 'https:': upstreamAgentSet.https };
-  const proxy = httpProxy.createProxyServer({
+  const proxy = createProxyServer({
     changeOrigin: true, // virtual-hosted registries (Hub, ghcr, quay) need their own Host and SNI
     secure: true,
     selfHandleResponse: true,

@@ -52,7 +52,9 @@ describe.each(['md', 'yaml'] as const)('record a pull, replay it offline (%s fix
   it('wrote readable fixtures and stored each blob once, by digest', () => {
     const files = listFiles(fixtures);
     const ext = format === 'md' ? '.md' : '.yaml';
-    expect(files.filter((f) => !f.startsWith('bodies')).every((f) => f.endsWith(ext))).toBe(true);
+    // fixtures, the body store, and the .gitattributes that keeps layers out of diffs
+    expect(files.filter((f) => !f.startsWith('bodies') && f !== '.gitattributes').every((f) => f.endsWith(ext))).toBe(true);
+    expect(fs.readFileSync(path.join(fixtures, '.gitattributes'), 'utf8')).toContain('bodies/** binary -diff');
     expect(files).toContain(`GET_v2.7e186c08${ext}`);
     // every layer and the config are in the store under their digest, nothing else is
     const stored = files.filter((f) => f.startsWith('bodies/')).map((f) => 'sha256:' + path.basename(f));
@@ -136,7 +138,7 @@ describe('the recorder', () => {
     expect(ok.status).toBe(200);
     await rec.close();
     const files = listFiles(out);
-    expect(files).toEqual(['GET_v2.7e186c08.md']); // the aborted blob left no fixture and no stored body
+    expect(files).toEqual(['.gitattributes', 'GET_v2.7e186c08.md']); // the aborted blob left no fixture and no stored body
   });
 
   it('refuses an unreachable upstream with one clear message', async () => {
