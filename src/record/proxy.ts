@@ -10,7 +10,8 @@ import * as path from 'node:path';
 import { promises as fsp } from 'node:fs';
 import { finished } from 'node:stream/promises';
 import { PassThrough, Readable } from 'node:stream';
-import { Exchange, HeaderList, headerValue } from '../fixture/model';
+import { Exchange, HeaderList, headerValue, ORIGIN_PLACEHOLDER } from '../fixture/model';
+import { replaceOwnOriginInHeaders, replaceOwnOriginInUrl } from '../fixture/identity';
 import { BODIES_DIR, BodyStore, isTextContentType } from '../fixture/store';
 import { writeGitAttributes } from '../fixture/gitattributes';
 import { FixtureFormat, removeStaleTempFiles } from '../fixture/files';
@@ -174,12 +175,23 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
     if (refuseForwardProxyRequest(req, res)) return; // never written: its URL is no registry path
     const started = process.hrtime.bigint();
     const liveOrigin = requestOrigin(req, `${opts.host ?? '127.0.0.1'}:${opts.port ?? 8000}`);
-    const reqHeaders: HeaderList = rawHeaderList(req.rawHeaders).filter(([n]) => !HOP_BY_HOP.has(n) && n !== 'host');
+    // The proxy's own origin in the request (a mount's `origin=`, Origin, Referer) is written as the
+    // placeholder (replay matches it so, on any port) and sent upstream as the upstream's own.
+    const reqHeaders: HeaderList = replaceOwnOriginInHeaders(
+      rawHeaderList(req.rawHeaders).filter(([n]) => !HOP_BY_HOP.has(n) && n !== 'host'),
+      liveOrigin,
+      ORIGIN_PLACEHOLDER,
+    );
     const method = req.method ?? 'GET';
-    const url = req.url ?? '/';
+    const sent = req.url ?? '/';
+    const url = replaceOwnOriginInUrl(sent, liveOrigin, ORIGIN_PLACEHOLDER);
+    for (const h of ['origin', 'referer'] as const) {
+      const v = req.headers[h];
+      if (typeof v === 'string') req.headers[h] = replaceOwnOriginInHeaders([[h, v]], liveOrigin, upstream.origin)[0][1];
+    }
     // Log lines are as clean as fixtures: no query token or URL signature.
     const shown = redactor.redactUrl(url);
-    const target = targets.of(url);
+    const target = targets.of(sent);
     if (!target) {
       const body = errorBody('NAME_UNKNOWN', `regtape: ${url} is not a valid regtape token or redirect URL`);
       res.writeHead(404, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
@@ -228,7 +240,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
       delete req.headers.authorization;
       delete req.headers.cookie;
     }
-    req.url = target.path;
+    req.url = replaceOwnOriginInUrl(target.path, liveOrigin, upstream.origin);
     const agent = target.origin.startsWith('https:') ? agents['https:'] : agents['http:'];
     proxy.web(req, res, { target: target.origin, agent, buffer: upstreamBody }, (err: NodeJS.ErrnoException) => {
       upstreamBody.resume(); // the rest of the request body is read and dropped, so the connection stays usable

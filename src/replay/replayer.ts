@@ -6,7 +6,7 @@
 import * as http from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { LoadedExchange } from '../fixture/files';
-import { RequestView } from '../fixture/identity';
+import { RequestView, withOwnOriginAsPlaceholder } from '../fixture/identity';
 import { FixtureFormat } from '../fixture/files';
 import { rawHeaderList } from '../http/server';
 import { requestOrigin } from '../http/tls';
@@ -191,7 +191,8 @@ export class Replayer {
 
   private async dispatch(req: Req, res: http.ServerResponse): Promise<void> {
     const started = process.hrtime.bigint();
-    const view: RequestView = { method: req.method, url: req.originalUrl, headers: rawHeaderList(req.rawHeaders) };
+    // Its own origin in the request (a mount's origin=, Origin, Referer) is matched as the placeholder.
+    const view: RequestView = withOwnOriginAsPlaceholder({ method: req.method, url: req.originalUrl, headers: rawHeaderList(req.rawHeaders) }, requestOrigin(req));
     // Logs, the control API and the summary never show a query token or URL signature.
     const shown = this.redactor.redactUrl(req.originalUrl);
     const done = (status: number, bytes: number, outcome: ServedRequest['outcome'], answer = ''): void => {
