@@ -5,7 +5,7 @@
 import * as http from 'node:http';
 import { LoadedExchange, loadFixtures } from '../fixture/files';
 import { FixtureFormat } from '../fixture/files';
-import { start } from '../http/server';
+import { start, REPLAY_IDLE_TIMEOUT_MS, ServerLimits } from '../http/server';
 import { createServer } from '../http/tls';
 import { guardRequest, hostMatcher } from '../http/guard';
 import { serverTls, ServeTlsOptions } from '../proxy/ca';
@@ -38,6 +38,8 @@ export interface ReplayOptions {
   allowHosts?: string[];
   /** Serve HTTPS (`--tls`): a certificate from regtape's CA, or the user's (`--tls-cert/--tls-key`). */
   tls?: ServeTlsOptions;
+  /** Timeouts and the connection cap (http/server.ts DEFAULT_LIMITS; replay closes connections idle 130 s). */
+  limits?: ServerLimits;
   /** Delay every answer: fixed milliseconds, or a [min, max] range drawn uniformly. */
   latency?: number | [number, number];
   /** Registry faults to inject (replay/faults.ts). */
@@ -124,7 +126,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
     } else replayer.handle(req, res);
   }, tls, opts.log && ((line: string) => opts.log?.(line, 'warn')));
   const host = opts.host ?? '127.0.0.1';
-  const { port, url } = await start(server, opts.port ?? 8000, host).catch(async (e: Error) => {
+  const { port, url } = await start(server, opts.port ?? 8000, host, { idleTimeoutMs: REPLAY_IDLE_TIMEOUT_MS, ...opts.limits }).catch(async (e: Error) => {
     await replayer.close(); // lets go of the --record-missing folder's lock
     throw e;
   });
