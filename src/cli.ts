@@ -14,6 +14,7 @@ import { clientAddress, runCommand, splitExec } from './service/exec';
 import { LogFormat, output, parseLogFormat, writeReport } from './service/output';
 import { tlsFlagOptions, TlsFlags, caCommand, collect } from './cli-tls';
 import { refuseEmpty, refuseIdleReplayFlags, strictAndPaths } from './cli-checks';
+import { drainTimeout, onRecordSignals, stderrLog, stderrProgress } from './cli-record';
 
 const out = (s: string): void => void process.stdout.write(s + '\n');
 const err = (s: string): void => void process.stderr.write(s + '\n');
@@ -104,6 +105,7 @@ export function program(exec?: string[]): Command {
     .option('--allow-host <pattern>', 'accept this Host header value, and (record, --record-missing) forward token and redirect requests to this host, besides the upstream and what it names; * wildcards, e.g. *.cloudfront.net (repeatable)', collect)
     .option('--keep-noise', 'write per-run values as recorded (Date, token times, Accept order, kernel in User-Agent, local ports); default: normalised, so re-recording gives the same files')
     .option('--lfs', 'mark bodies for Git LFS in the .gitattributes written beside them (default: binary, no diff)')
+    .option('--drain-timeout <seconds>', 'on Ctrl-C, wait at most this long for in-flight exchanges (default: until they finish; a second Ctrl-C stops at once)', drainTimeout)
     .option('--store <dir>', 'keep bodies in DIR (layout sha256/<hex>) instead of <out>/bodies/: a store shared by several fixture sets, e.g. a CI cache')
     .option('--tls', "serve HTTPS with a certificate from regtape's CA (127.0.0.1, ::1, localhost, --tls-name) or --tls-cert/--tls-key")
     .option('--tls-name <name>', 'with --tls: another DNS name or IP the certificate covers (repeatable)', collect)
@@ -118,9 +120,9 @@ export function program(exec?: string[]): Command {
 Example:
   $ regtape record --upstream http://127.0.0.1:5000 --out fixtures/hello
   $ skopeo copy --src-tls-verify=false docker://127.0.0.1:8000/demo/hello:v1 dir:/tmp/hello
-  (Ctrl-C stops after the in-flight exchanges are written)`,
+  (Ctrl-C stops after the in-flight exchanges are written, saying how far they are; a second Ctrl-C stops at once)`,
     )
-    .action(async (o: TlsFlags & { upstream: string; port: number; host: string; out: string; format: 'md' | 'yaml'; redactHeader?: string[]; redactQuery?: string[]; redactField?: string[]; overwrite?: boolean; store?: string; keepNoise?: boolean; lfs?: boolean; allowHost?: string[] }) => {
+    .action(async (o: TlsFlags & { upstream: string; port: number; host: string; out: string; format: 'md' | 'yaml'; redactHeader?: string[]; redactQuery?: string[]; redactField?: string[]; overwrite?: boolean; store?: string; keepNoise?: boolean; lfs?: boolean; allowHost?: string[]; drainTimeout?: number }) => {
       const server = await record({
         upstream: o.upstream,
         port: o.port,
@@ -132,14 +134,15 @@ Example:
         allowHosts: o.allowHost,
         store: o.store,
         keepNoise: o.keepNoise,
+        progress: stderrProgress(),
         lfs: o.lfs,
         tls: tlsFlagOptions(o),
         resolve: o.resolve,
         upstreamCa: o.upstreamCa,
-        log: err,
+        log: stderrLog,
       });
       if (server.caCert) err(`regtape: HTTPS with a certificate from regtape's CA: clients must trust ${server.caCert}`);
-      onSignals(() => server.close());
+      onRecordSignals(server, err, o.drainTimeout);
       out(`regtape recording on ${server.url} -> ${server.upstream}, fixtures in ${server.out}`);
     });
 

@@ -26,6 +26,7 @@ import { checkUpstream, DEFAULT_UPSTREAM, parseUpstream, upstreamAgents } from '
 import { FixtureWriter, isTokenLikeUrl } from './writer';
 import { lockFolder } from './lock';
 import { tee } from './tee';
+import { Progress, Transfer } from './progress';
 
 export { DEFAULT_UPSTREAM } from './upstream';
 
@@ -70,6 +71,8 @@ export interface RecordOptions {
    * to accept besides loopback names and the address connected to.
    */
   allowHosts?: string[];
+  /** Progress of transfers and the totals (record/progress.ts); the CLI passes one that prints. */
+  progress?: Progress;
   /** Called with each exchange once its fixture is written. */
   onRecorded?: (ex: Exchange, file: string) => void;
   log?: (line: string) => void;
@@ -85,6 +88,10 @@ export interface RecordServer {
   caCert?: string;
   /** Fixture files written so far. */
   written(): string[];
+  /** Transfers in flight and the totals so far. */
+  progress: Progress;
+  /** Exchanges in flight (waiting for an answer or streaming it). */
+  inflightCount(): number;
   /** Stops accepting, lets in-flight exchanges finish and be written, then resolves. */
   close(): Promise<void>;
 }
@@ -93,6 +100,10 @@ export interface RecordServer {
 export interface Recorder {
   upstream: string;
   out: string;
+  /** Transfers in flight and totals. */
+  progress: Progress;
+  /** Exchanges in flight (waiting for an answer or streaming it). */
+  inflightCount(): number;
   /** Where bodies are kept: `<out>/bodies` or the `store` option. */
   store: BodyStore;
   /**
@@ -144,6 +155,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
   const targets = new Targets(upstream, hostMatcher(opts.allowHosts ?? []));
   targets.learnChallenge(challenge);
   const inflight = new Set<Promise<void>>();
+  const progress = opts.progress ?? new Progress();
   const agents = { 'http:': upstreamAgentSet.http, 'https:': upstreamAgentSet.https };
   const proxy = createProxyServer({
     changeOrigin: true, // virtual-hosted registries (Hub, ghcr, quay) need their own Host and SNI
@@ -226,10 +238,12 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
     inflight.add(job);
     void job.then(() => inflight.delete(job));
     let resSink: ReturnType<BodyStore['sink']> | undefined;
+    let transfer: Transfer | undefined;
     let failed = false;
     const fail = (why: string): void => {
       if (failed) return;
       failed = true;
+      transfer?.end(false);
       void Promise.all([reqSink.discard(), resSink?.discard()]).finally(settle);
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       log(`${method} ${shown} FAILED ${why} ${ms.toFixed(0)}ms (not recorded)`);
@@ -266,6 +280,10 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
       res.writeHead(status, proxyRes.statusMessage, flat);
       const sink = store.sink({ inlineText: secret || isTextContentType(headerValue(upstreamHeaders, 'content-type')), memoryOnly: secret });
       resSink = sink;
+      const length = Number(headerValue(upstreamHeaders, 'content-length'));
+      const t = progress.start(`${method} ${url}`, Number.isSafeInteger(length) && length > 0 ? length : undefined);
+      transfer = t;
+      proxyRes.on('data', (c: Buffer) => t.add(c.length));
       let sinkError: NodeJS.ErrnoException | undefined;
       sink.on('error', (e: NodeJS.ErrnoException) => (sinkError = e));
       let ok = true;
@@ -277,6 +295,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
           if (!complete || !ok || !(req.complete || preread)) return fail('connection closed before the exchange completed');
           try {
             await finished(reqSink);
+            const resBody = await sink.commit();
             const { exchange, file, times } = await writer.write({
               method,
               url,
@@ -284,7 +303,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
               reqBody: await reqSink.commit(),
               status,
               resHeaders: headers,
-              resBody: await sink.commit(),
+              resBody,
               liveOrigin,
               secret,
               from: target.kind === 'upstream' ? upstream.origin : target.origin,
@@ -292,6 +311,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
             opts.onRecorded?.({ ...exchange, source: { file: path.relative(process.cwd(), file) || file, line: 1 } }, file);
             const recordedUrl = exchange.request.url;
             const ms = Number(process.hrtime.bigint() - started) / 1e6;
+            t.end(true, resBody.kind === 'stored' ? resBody.digest : undefined);
             log(`${method} ${recordedUrl} ${status} ${sink.bytes}B ${ms.toFixed(0)}ms -> ${path.basename(file)}${times > 1 ? ` x${times}` : ''}`);
             settle();
           } catch (e) {
@@ -311,6 +331,8 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
     upstream: upstream.origin,
     out,
     store,
+    progress,
+    inflightCount: () => inflight.size,
     handle,
     written: () => writer.files(),
     drain: async () => {
@@ -318,6 +340,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
     },
     close: () => {
       lock.release();
+      progress.stop();
       agents['http:'].destroy();
       agents['https:'].destroy();
       proxy.close();
@@ -357,6 +380,8 @@ export async function record(opts: RecordOptions): Promise<RecordServer> {
     out: recorder.out,
     caCert: tls?.caCertPath,
     written: recorder.written,
+    progress: recorder.progress,
+    inflightCount: recorder.inflightCount,
     close: once(async () => {
       const closed = new Promise<void>((r) => server.close(() => r()));
       server.closeIdleConnections();
