@@ -75,10 +75,13 @@ describe('recorder: a 256 MiB chunked upload', () => {
     const head = await get(`${url}/v2/test/big/blobs/${patch.digest}`, { method: 'HEAD' });
     expect(head.status).toBe(200);
     expect(Number(head.headers['content-length'])).toBe(SIZE);
+    // Fixtures are written once an exchange completed: stopping the recorder waits for every one in flight.
+    expect(await rec.stop('SIGTERM')).toBe(0);
     // The registry holds the very bytes; the fixture stores the request body under its digest.
     const stored = path.join(out, 'bodies', 'sha256', patch.digest.slice(7));
     expect(fs.statSync(stored).size).toBe(SIZE);
-    const fixtures = fs.readdirSync(out).filter((f) => /^PATCH/i.test(f) || f.includes('patch'));
-    expect(fixtures.length).toBeGreaterThan(0);
+    const fixtures = fs.readdirSync(out).filter((f) => f.startsWith('PATCH_'));
+    expect(fixtures).toHaveLength(1);
+    expect(fs.readFileSync(path.join(out, fixtures[0]), 'utf8')).toContain(patch.digest);
   });
 });
