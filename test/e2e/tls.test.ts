@@ -316,8 +316,8 @@ describe('replay --tls --record-missing with --resolve and --upstream-ca', () =>
     expect(first.url).toBe(`https://127.0.0.1:${first.port}`);
     expect(first.caCert).toBe(path.join(caDir, 'ca.pem'));
     expect(await pull(first.port)).toBe(image.manifestDigest);
+    await first.close(); // fixtures are written once each exchange completed: after the client had its answer
     expect(first.recorded().length).toBeGreaterThanOrEqual(3);
-    await first.close();
     await reg.stop();
 
     const second = await replay({ fixtures, port: 0, tls: { caDir }, strict: true });
