@@ -201,6 +201,7 @@ Example:
         // --quiet drops the line per request; misses, refusals and errors are always shown.
         log: io.log,
         onRequest: io.onRequest,
+        quiet: o.quiet,
         strict,
         latency: o.latency,
         faults,

@@ -7,7 +7,7 @@
  * The JSON shapes below are a contract (README "regtape as a service"): fields may be added, never
  * renamed or removed.
  */
-import express from 'express';
+import type createExpressApp from 'express';
 import type * as http from 'node:http';
 import { TOKEN_PREFIX } from '../registry/auth';
 import { REDIRECT_PREFIX } from '../registry/redirect';
@@ -77,6 +77,9 @@ export function summaryJson(s: ReplaySummary): SummaryJson {
 const ENDPOINTS = 'GET /__regtape/health, GET /__regtape/summary, GET /__regtape/requests[?limit=N] or POST /__regtape/reset';
 
 export function controlApp(target: ControlTarget): http.RequestListener {
+  // Loaded with the first control request: a replay that is never steered does not load express.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const express = require('express') as typeof createExpressApp;
   const app = express();
   app.disable('x-powered-by');
   app.disable('etag');

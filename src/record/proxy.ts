@@ -4,8 +4,9 @@
  * completed, atomically (writer.ts). Anything that did not complete is dropped. Where each request
  * goes, and how answers keep the client on the proxy: targets.ts.
  */
-import { createProxyServer } from 'http-proxy-3';
+import type * as HttpProxy3 from 'http-proxy-3';
 import * as http from 'node:http';
+import type * as net from 'node:net';
 import * as path from 'node:path';
 import { promises as fsp } from 'node:fs';
 import { finished } from 'node:stream/promises';
@@ -27,6 +28,7 @@ import { FixtureWriter, isTokenLikeUrl } from './writer';
 import { lockFolder } from './lock';
 import { tee } from './tee';
 import { Progress, Transfer } from './progress';
+import { BlobStreams } from './blob-stream';
 
 export { DEFAULT_UPSTREAM } from './upstream';
 
@@ -157,6 +159,9 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
   const inflight = new Set<Promise<void>>();
   const progress = opts.progress ?? new Progress();
   const agents = { 'http:': upstreamAgentSet.http, 'https:': upstreamAgentSet.https };
+  // Loaded when a recorder is made: a replay without --record-missing never loads it.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { createProxyServer } = require('http-proxy-3') as typeof HttpProxy3;
   const proxy = createProxyServer({
     changeOrigin: true, // virtual-hosted registries (Hub, ghcr, quay) need their own Host and SNI
     secure: true,
@@ -183,7 +188,8 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
     }
   };
 
-  const forward = (req: http.IncomingMessage, res: http.ServerResponse, preread?: Buffer): void => {
+  const blobs = new BlobStreams(store);
+  const forward = (req: http.IncomingMessage, res: http.ServerResponse, preread?: Buffer, regular = false): void => {
     if (refuseForwardProxyRequest(req, res)) return; // never written: its URL is no registry path
     const started = process.hrtime.bigint();
     const liveOrigin = requestOrigin(req, `${opts.host ?? '127.0.0.1'}:${opts.port ?? 8000}`);
@@ -216,6 +222,33 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
       refuse(res, 403, 'DENIED', `regtape: will not forward to ${host}: it is neither the upstream nor a token realm or redirect target the upstream named; to allow it, start regtape with --allow-host ${host}`);
       req.resume();
       log(`${method} ${shown} REFUSED: ${host} is not the upstream nor named by it (--allow-host)`);
+      return;
+    }
+    if (!regular && !preread && blobs.takes(req, target) && !isTokenLikeUrl(url)) {
+      // Blob GETs by digest: streamed on a plain socket, hashed and written off the main thread (blob-stream.ts).
+      const job = blobs.forward(res, {
+        target,
+        headers: reqHeaders,
+        timeoutMs,
+        connect: (host, port) => (agents['http:'] as unknown as { createConnection(o: net.NetConnectOpts): net.Socket }).createConnection({ host, port }),
+        clientHeaders: (status, headers) => targets.clientHeaders(status, headers, target, liveOrigin),
+        fallback: () => forward(req, res, undefined, true),
+        record: async (ex) => {
+          try {
+            const { exchange, file } = await writer.write({ method, url, reqHeaders, reqBody: { kind: 'none' }, status: ex.status, resHeaders: ex.headers, resBody: ex.body, liveOrigin, secret: false, from: upstream.origin });
+            opts.onRecorded?.({ ...exchange, source: { file: path.relative(process.cwd(), file) || file, line: 1 } }, file);
+            const size = ex.body.kind === 'stored' ? ex.body.size : ex.body.kind === 'inline' ? Buffer.byteLength(ex.body.text) : 0;
+            log(`${method} ${exchange.request.url} ${ex.status} ${size}B ${(Number(process.hrtime.bigint() - started) / 1e6).toFixed(0)}ms -> ${path.basename(file)}`);
+          } catch (e) {
+            const code = (e as NodeJS.ErrnoException).code;
+            log(`regtape: could not write a fixture for ${method} ${shown} into ${out}: ${code ?? (e as Error).message}`);
+          }
+        },
+        progress: (length) => progress.start(`${method} ${url}`, length > 0 ? length : undefined),
+        fail: (why) => log(`${method} ${shown} FAILED ${why} ${(Number(process.hrtime.bigint() - started) / 1e6).toFixed(0)}ms (not recorded)`),
+      });
+      inflight.add(job);
+      void job.then(() => inflight.delete(job));
       return;
     }
     const secret = target.kind === 'token' || (target.kind === 'upstream' && isTokenLikeUrl(url));
@@ -341,6 +374,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
     close: () => {
       lock.release();
       progress.stop();
+      blobs.close();
       agents['http:'].destroy();
       agents['https:'].destroy();
       proxy.close();

@@ -27,15 +27,18 @@ const TAGS = new RegExp(`^/v2/${NAME}/tags/list$`);
 const REFERRERS = new RegExp(`^/v2/${NAME}/referrers/([^/]+)$`);
 
 export function routeOf(urlPath: string): Route {
-  const p = urlPath.split('?')[0];
+  const q = urlPath.indexOf('?');
+  const p = q < 0 ? urlPath : urlPath.slice(0, q);
   if (p.startsWith(TOKEN_PREFIX)) return { kind: 'token' };
   if (p.startsWith(REDIRECT_PREFIX)) return { kind: 'redirect' };
   if (p === '/v2/' || p === '/v2') return { kind: 'ping' };
   if (p === '/v2/_catalog') return { kind: 'catalog' };
   let m: RegExpExecArray | null;
-  if ((m = UPLOAD.exec(p))) return { kind: 'upload', name: m[1], ...(m[2] ? { session: m[2] } : {}) };
-  if ((m = BLOB.exec(p))) return { kind: 'blob', name: m[1], digest: m[2] };
-  if ((m = MANIFEST.exec(p))) {
+  // The name pattern is costly to fail on every request: try a route's regex only when its fixed part is there.
+  const blobs = p.includes('/blobs/');
+  if (blobs && (m = UPLOAD.exec(p))) return { kind: 'upload', name: m[1], ...(m[2] ? { session: m[2] } : {}) };
+  if (blobs && (m = BLOB.exec(p))) return { kind: 'blob', name: m[1], digest: m[2] };
+  if (p.includes('/manifests/') && (m = MANIFEST.exec(p))) {
     let reference: string;
     try {
       reference = decodeURIComponent(m[2]);
@@ -44,8 +47,8 @@ export function routeOf(urlPath: string): Route {
     }
     return { kind: 'manifest', name: m[1], reference };
   }
-  if ((m = TAGS.exec(p))) return { kind: 'tags', name: m[1] };
-  if ((m = REFERRERS.exec(p))) return { kind: 'referrers', name: m[1], digest: m[2] };
+  if (p.endsWith('/tags/list') && (m = TAGS.exec(p))) return { kind: 'tags', name: m[1] };
+  if (p.includes('/referrers/') && (m = REFERRERS.exec(p))) return { kind: 'referrers', name: m[1], digest: m[2] };
   return { kind: 'other' };
 }
 

@@ -8,7 +8,7 @@
  * A rule picks requests by method, route kind or path pattern, and optionally only the n-th of them.
  */
 import { promises as fsp } from 'node:fs';
-import YAML, { isMap, isScalar, isSeq, LineCounter } from 'yaml';
+import type * as YamlLib from 'yaml';
 import { HeaderList, ORIGIN_PLACEHOLDER } from '../fixture/model';
 import { ownRealmChallenge } from '../registry/auth';
 import { UserError } from '../http/server';
@@ -94,6 +94,10 @@ export async function loadFaultRules(file: string): Promise<FaultRule[]> {
   } catch (e) {
     throw new UserError(`cannot read the faults file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
+  // Loaded when a faults file is read: replay without one never loads the YAML library.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const YAML = require('yaml') as typeof YamlLib;
+  const { isMap, isScalar, isSeq, LineCounter } = YAML;
   const lc = new LineCounter();
   const doc = YAML.parseDocument(text, { lineCounter: lc });
   const at = (node: unknown): string => {

@@ -37,6 +37,7 @@ export class Matcher {
       return;
     }
     this.all.push(ex);
+    this.pools.clear();
     // An answer recorded N times in a row (`times`) takes N places in its sequence.
     const key = bucketKey(recordedView(ex));
     for (let i = 0; i < (ex.times ?? 1); i++) push(this.buckets, key, ex);
@@ -67,27 +68,33 @@ export class Matcher {
     const key = bucketKey(req);
     const bucket = this.buckets.get(key);
     if (!bucket) return { repeat: false };
-    const route = routeOf(splitUrl(req.url).path);
-    let pool = bucket;
     // = requestIdentity(req), without computing the route and the bucket key again
     let counterKey = key;
-    if (route.kind === 'manifest') {
-      const wanted = acceptSet(headerValues(req.headers, 'accept'));
-      counterKey = `${key} accept=${wanted.join(',')}`;
-      // Recordings made with the very same Accept set are what the registry chose for it: they win.
-      // Others only where the registry would have answered the same (registry/routes.ts accepts()).
-      const same = bucket.filter((ex) => this.identity(ex) === counterKey);
-      const byDigest = route.reference.includes(':');
-      pool = same.length ? same : bucket.filter((ex) => ex.response!.status >= 300 || accepts(wanted, this.contentType(ex), byDigest));
-    }
-    // A recorded partial answer (206, 416) answers only the very range it was recorded for; a full
-    // answer answers any range (send.ts cuts it). Each range keeps its own place in the sequence.
-    // Recordings of the very same range come first.
+    const wanted = this.isManifestBucket(key, bucket) ? this.acceptOf(req) : undefined;
+    if (wanted) counterKey = `${key} accept=${wanted.text}`;
     const range = normalizeRange(headerValue(req.headers, 'range'));
-    const sameRange = range === undefined ? [] : pool.filter((ex) => isPartial(ex) && this.range(ex) === range);
-    pool = sameRange.length ? sameRange : pool.filter((ex) => !isPartial(ex) || this.range(ex) === range);
-    if (pool.length === 0) return { repeat: false };
     if (range !== undefined) counterKey += ` range=${range}`;
+    // The pool depends only on the bucket, the Accept set and the range: worked out once for each.
+    let pool = this.pools.get(counterKey);
+    if (pool === undefined) {
+      pool = bucket;
+      if (wanted) {
+        // Recordings made with the very same Accept set are what the registry chose for it: they win.
+        // Others only where the registry would have answered the same (registry/routes.ts accepts()).
+        const accept = range === undefined ? counterKey : counterKey.slice(0, -` range=${range}`.length);
+        const same = bucket.filter((ex) => this.identity(ex) === accept);
+        const route = routeOf(splitUrl(req.url).path);
+        const byDigest = route.kind === 'manifest' && route.reference.includes(':');
+        pool = same.length ? same : bucket.filter((ex) => ex.response!.status >= 300 || accepts(wanted.set, this.contentType(ex), byDigest));
+      }
+      // A recorded partial answer (206, 416) answers only the very range it was recorded for; a full
+      // answer answers any range (send.ts cuts it). Each range keeps its own place in the sequence.
+      // Recordings of the very same range come first.
+      const sameRange = range === undefined ? [] : pool.filter((ex) => isPartial(ex) && this.range(ex) === range);
+      pool = sameRange.length ? sameRange : pool.filter((ex) => !isPartial(ex) || this.range(ex) === range);
+      capSet(this.pools, counterKey, pool);
+    }
+    if (pool.length === 0) return { repeat: false };
     const n = this.counters.get(counterKey) ?? 0;
     if (advance) this.counters.set(counterKey, n + 1);
     const ex = pool[Math.min(n, pool.length - 1)];
@@ -95,10 +102,32 @@ export class Matcher {
     return { ex, repeat: n >= pool.length };
   }
 
+
   private ranges = new WeakMap<LoadedExchange, string | undefined>();
   private range(ex: LoadedExchange): string | undefined {
     if (!this.ranges.has(ex)) this.ranges.set(ex, normalizeRange(headerValue(ex.request.headers, 'range')));
     return this.ranges.get(ex);
+  }
+
+  // Per request only what differs between requests: the pool for a bucket and an Accept set, and the
+  // parsed Accept set of a header value, are computed once (bounded maps, cleared when exchanges are added).
+  private pools = new Map<string, LoadedExchange[]>();
+  private acceptSets = new Map<string, { set: string[]; text: string }>();
+  private manifestBuckets = new Map<string, boolean>();
+  private isManifestBucket(key: string, bucket: LoadedExchange[]): boolean {
+    let m = this.manifestBuckets.get(key);
+    if (m === undefined) capSet(this.manifestBuckets, key, (m = routeOf(splitUrl(bucket[0].request.url).path).kind === 'manifest'));
+    return m;
+  }
+  private acceptOf(req: RequestView): { set: string[]; text: string } {
+    const lines = headerValues(req.headers, 'accept');
+    const raw = lines.length === 1 ? lines[0] : lines.join('\n');
+    let a = this.acceptSets.get(raw);
+    if (!a) {
+      const set = acceptSet(lines);
+      capSet(this.acceptSets, raw, (a = { set, text: set.join(',') }));
+    }
+    return a;
   }
 
   // What never changes for a recorded exchange: computed once, not on every request.
@@ -179,6 +208,13 @@ function commonPrefix(a: string, b: string): number {
   let i = 0;
   while (i < a.length && i < b.length && a[i] === b[i]) i++;
   return i;
+}
+
+/** Caches per distinct request value stay small whatever the traffic: past the cap they start over. */
+const CACHE_CAP = 1024;
+function capSet<K, V>(m: Map<K, V>, k: K, v: V): void {
+  if (m.size >= CACHE_CAP) m.clear();
+  m.set(k, v);
 }
 
 function push<K, V>(m: Map<K, V[]>, k: K, v: V): void {

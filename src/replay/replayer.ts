@@ -25,6 +25,8 @@ import { RunState } from './state';
 export interface ReplayerOptions {
   /** One line per request on this function (default: none); `level` 'warn' for misses, refusals and errors. */
   log?: (line: string, level?: 'request' | 'warn') => void;
+  /** No `log` line per request served (misses, refusals and errors are still logged). */
+  quiet?: boolean;
   /** Serve what is recorded; forward what is not to this upstream and record it (VCR's new_episodes). */
   recordMissing?: { allowHosts?: string[]; upstream: string; out: string; format?: FixtureFormat; redact?: RedactOptions; store?: string; resolve?: string[]; upstreamCa?: string };
   /** Delay every answer: fixed milliseconds, or a [min, max] range drawn uniformly. */
@@ -153,7 +155,29 @@ export class Replayer {
   }
   /** The newest requests, oldest first. */
   recent(): ServedRequest[] {
-    return [...this.recentRing];
+    return [...this.recentRing.slice(this.recentNext), ...this.recentRing.slice(0, this.recentNext)];
+  }
+
+  // The recent requests are a ring: no array shifting per request.
+  private recentNext = 0;
+  private remember(entry: ServedRequest): void {
+    if (this.recentRing.length < RECENT_MAX) this.recentRing.push(entry);
+    else {
+      this.recentRing[this.recentNext] = entry;
+      this.recentNext = (this.recentNext + 1) % RECENT_MAX;
+    }
+  }
+
+  // An ISO time string per request costs more than the rest of the entry: made once per millisecond.
+  private isoAt = 0;
+  private iso = '';
+  private isoNow(): string {
+    const now = Date.now();
+    if (now !== this.isoAt) {
+      this.isoAt = now;
+      this.iso = new Date(now).toISOString();
+    }
+    return this.iso;
   }
 
   /** A fresh run without a restart: counters, sequence positions, push and delete state, misses. */
@@ -165,6 +189,7 @@ export class Replayer {
     this.faults = new FaultInjector(this.opts.faults ?? [], () => this.derived.challengeHeader());
     this.unmatched.clear();
     this.recentRing.length = 0;
+    this.recentNext = 0;
     this.servedCount = 0;
   }
 
@@ -197,15 +222,16 @@ export class Replayer {
     const shown = this.redactor.redactUrl(req.originalUrl);
     const done = (status: number, bytes: number, outcome: ServedRequest['outcome'], answer = ''): void => {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      const entry: ServedRequest = { time: new Date().toISOString(), method: req.method, url: shown, status, bytes, ms: Math.round(ms * 10) / 10, answer, outcome };
+      const entry: ServedRequest = { time: this.isoNow(), method: req.method, url: shown, status, bytes, ms: Math.round(ms * 10) / 10, answer, outcome };
       if (this.opts.onRequest) this.opts.onRequest(entry);
       else {
-        const note = outcome === 'served' || outcome === 'derived' ? '' : ' ' + outcome.toUpperCase();
         const warn = outcome === 'unmatched' || outcome === 'refused';
-        this.log(`${req.method} ${shown} ${status} ${bytes}B ${ms.toFixed(1)}ms${note}${answer ? ` <- ${answer}` : ''}`, warn ? 'warn' : 'request');
+        if (warn || !this.opts.quiet) {
+          const note = outcome === 'served' || outcome === 'derived' ? '' : ' ' + outcome.toUpperCase();
+          this.log(`${req.method} ${shown} ${status} ${bytes}B ${ms.toFixed(1)}ms${note}${answer ? ` <- ${answer}` : ''}`, warn ? 'warn' : 'request');
+        }
       }
-      if (this.recentRing.length >= RECENT_MAX) this.recentRing.shift();
-      this.recentRing.push(entry);
+      this.remember(entry);
     };
     const refuse = (r: Refusal): void => {
       res.writeHead(r.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(r.body), 'docker-distribution-api-version': 'registry/2.0', 'x-regtape': 'refused' });

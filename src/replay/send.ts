@@ -7,12 +7,11 @@ import { Readable } from 'node:stream';
 import { once } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import type * as http from 'node:http';
-import { HeaderList, ORIGIN_PLACEHOLDER } from '../fixture/model';
+import { HeaderList, ORIGIN_PLACEHOLDER, RecordedResponse } from '../fixture/model';
 import { LoadedExchange } from '../fixture/files';
 import { HOP_BY_HOP } from '../http/server';
 import { requestOrigin } from '../http/tls';
-import { routeOf } from '../registry/routes';
-import { freshTokenResponse, ownRealmChallenge } from '../registry/auth';
+import { freshTokenResponse, ownRealmChallenge, TOKEN_PREFIX } from '../registry/auth';
 import { UPLOAD_ID, UPLOAD_STATE } from '../registry/uploads';
 import { ByteRange, etagMatches, parseRange } from '../http/range';
 
@@ -30,6 +29,13 @@ const CACHE_TOTAL = 64 * 1024 * 1024;
 export class BodyCache {
   private items = new Map<string, Buffer>();
   private bytes = 0;
+  private prepared = new WeakMap<RecordedResponse, Prepared>();
+  /** A recorded response's headers as served, worked out once per response, not per request. */
+  headersOf(out: RecordedResponse): Prepared {
+    let p = this.prepared.get(out);
+    if (!p) this.prepared.set(out, (p = prepare(out)));
+    return p;
+  }
   get(file: string): Buffer | undefined {
     const b = this.items.get(file);
     if (b) {
@@ -49,8 +55,86 @@ export class BodyCache {
     }
   }
 }
+/** A recorded response's headers without hop-by-hop ones (and Content-Length where a body follows). */
+interface Prepared {
+  headers: HeaderList;
+  /** Some value holds the origin or upload placeholders: filled per request. */
+  dynamic: boolean;
+  etag?: string;
+  /** status + headers + Content-Length, ready for writeHead: for a whole body, no placeholders. */
+  flat?: string[];
+}
+
+function prepare(out: RecordedResponse): Prepared {
+  const headers: HeaderList = [];
+  let dynamic = false;
+  let etag: string | undefined;
+  for (const [n, v] of out.headers) {
+    const lower = n.toLowerCase();
+    if (HOP_BY_HOP.has(lower)) continue;
+    // Content-Length follows the body we serve; a recorded HEAD (no body) keeps its recorded length.
+    if (lower === 'content-length' && out.body.kind !== 'none') continue;
+    // The current time, sent by node:http, not the time of the recording.
+    if (lower === 'date') continue;
+    // Filled per request: the origin and upload placeholders, and challenges pointing at this server's realm.
+    if (v.includes(ORIGIN_PLACEHOLDER) || v.includes(UPLOAD_ID) || v.includes(UPLOAD_STATE) || lower === 'www-authenticate') dynamic = true;
+    if (lower === 'etag' && etag === undefined) etag = v;
+    headers.push([n, v]);
+  }
+  const size = out.body.kind === 'inline' ? Buffer.byteLength(out.body.text) : out.body.kind === 'stored' ? out.body.size : 0;
+  const flat = dynamic ? undefined : flatten(out.body.kind === 'none' ? headers : [...headers, ['Content-Length', String(size)]]);
+  return { headers, dynamic, etag, flat };
+}
+
 /** Inline bodies as bytes, encoded once. */
 const inlineBytes = new WeakMap<object, Buffer>();
+function inlineBuffer(body: { kind: 'inline'; text: string }): Buffer {
+  let b = inlineBytes.get(body);
+  if (!b) inlineBytes.set(body, (b = Buffer.from(body.text)));
+  return b;
+}
+
+/**
+ * A stored body, or one range of it: from the memory cache when small, a read loop when large.
+ * `done` gets the bytes sent once the response closed (Go clients close as soon as they have
+ * Content-Length bytes, sometimes before 'finish').
+ */
+function sendStored(
+  res: http.ServerResponse,
+  ex: LoadedExchange,
+  body: { kind: 'stored'; digest: string; size: number },
+  cache: BodyCache,
+  r: ByteRange | undefined,
+  warn: (line: string) => void,
+  done: (sent: number) => void,
+): void {
+  let sent = 0;
+  res.once('close', () => done(sent));
+  const fail = (e: Error): void => {
+    // Headers are gone already: cut the connection so the client sees a short body, never a wrong one.
+    warn(`regtape: cannot read body ${body.digest}: ${e.message}`);
+    res.destroy();
+  };
+  const file = ex.store.pathFor(body.digest);
+  const size = body.size;
+  if (size <= CACHE_ITEM_MAX) {
+    const send = (b: Buffer): void => {
+      const chunk = r ? b.subarray(r.start, r.end + 1) : b;
+      sent = chunk.length;
+      res.end(chunk);
+    };
+    const hit = cache.get(file);
+    if (hit) return send(hit);
+    readFile(file, (e, b) => {
+      if (e) return fail(e);
+      if (b.length !== size) return fail(new Error(`the stored body has ${b.length} bytes, the fixture says ${size}`));
+      cache.remember(file, b);
+      send(b);
+    });
+    return;
+  }
+  sendFile(file, r ? r.start : 0, r ? r.end : size - 1, res, fail, (n) => (sent += n));
+}
 
 /**
  * Sends bytes [start, end] of a file with two reused buffers, one read ahead of the socket: no allocation
@@ -102,37 +186,51 @@ export function serveExchange(
   cutAfter?: number,
 ): void {
   const out = ex.response!;
-  const origin = requestOrigin(req);
-  const headers: HeaderList = [];
   let body = out.body;
   let tokenJson = false;
-  if (body.kind === 'inline' && out.status === 200 && routeOf(req.path).kind === 'token') {
+  if (body.kind === 'inline' && out.status === 200 && req.path.startsWith(TOKEN_PREFIX)) {
     const fresh = freshTokenResponse(body.text);
     if (fresh) body = { kind: 'inline', text: fresh };
     tokenJson = fresh !== undefined;
   }
-  for (const [n, v] of out.headers) {
-    const lower = n.toLowerCase();
-    if (HOP_BY_HOP.has(lower)) continue;
+  const prep = cache.headersOf(out);
+  if (prep.flat && body === out.body && cutAfter === undefined && (req.method === 'GET' || req.method === 'HEAD') && !req.headers.range && !req.headers['if-none-match']) {
+    // The common request (a whole body, nothing to fill in): headers as prepared, the body from memory when it can.
+    res.writeHead(out.status, prep.flat);
+    if (req.method === 'HEAD' || body.kind === 'none') {
+      res.end();
+      return done(out.status, 0);
+    }
+    if (body.kind === 'inline') {
+      const b = inlineBuffer(body);
+      res.end(b);
+      return done(out.status, b.length);
+    }
+    const hit = body.size <= CACHE_ITEM_MAX ? cache.get(ex.store.pathFor(body.digest)) : undefined;
+    if (hit) {
+      res.end(hit);
+      return done(out.status, hit.length);
+    }
+    return sendStored(res, ex, body, cache, undefined, warn, (n) => done(out.status, n));
+  }
+  const origin = requestOrigin(req);
+  const headers: HeaderList = [];
+  for (const [n, v] of prep.headers) {
     // A token answer recorded as a placeholder (text/plain, unparsable) is served as the JSON it now is.
-    if (tokenJson && lower === 'content-type' && !/json/i.test(v)) {
+    if (tokenJson && n.toLowerCase() === 'content-type' && !/json/i.test(v)) {
       headers.push([n, 'application/json']);
       continue;
     }
-    // Content-Length follows the body we serve; a recorded HEAD (no body) keeps its recorded length.
-    if (lower === 'content-length' && body.kind !== 'none') continue;
-    // The current time, sent by node:http, not the time of the recording.
-    if (lower === 'date') continue;
-    let value = v.includes(ORIGIN_PLACEHOLDER) ? v.split(ORIGIN_PLACEHOLDER).join(origin) : v;
-    if (value.includes(UPLOAD_ID) || value.includes(UPLOAD_STATE)) value = fillUploads(value);
-    if (lower === 'www-authenticate') value = ownRealmChallenge(value, origin);
+    let value = prep.dynamic && v.includes(ORIGIN_PLACEHOLDER) ? v.split(ORIGIN_PLACEHOLDER).join(origin) : v;
+    if (prep.dynamic && (value.includes(UPLOAD_ID) || value.includes(UPLOAD_STATE))) value = fillUploads(value);
+    if (n.toLowerCase() === 'www-authenticate') value = ownRealmChallenge(value, origin);
     headers.push([n, value]);
   }
   const size = body.kind === 'inline' ? Buffer.byteLength(body.text) : body.kind === 'stored' ? body.size : 0;
   let status = out.status;
   let ranges: ByteRange[] | 'unsatisfiable' | undefined;
   if (status === 200 && (req.method === 'GET' || req.method === 'HEAD')) {
-    const etag = headers.find(([n]) => n.toLowerCase() === 'etag')?.[1];
+    const etag = prep.etag;
     if (etagMatches(req.headers['if-none-match'], etag)) {
       res.writeHead(304, flatten(headers.filter(([n]) => !/^content-/i.test(n))));
       res.end();
@@ -179,48 +277,20 @@ export function serveExchange(
     done(status, 0);
     return;
   }
-  // Go clients close as soon as they have Content-Length bytes, sometimes before 'finish': count what was read.
-  let sent = 0;
-  res.once('close', () => done(status, sent));
   if (parts.length === 1 && !parts[0].head && cutAfter === undefined) {
     // One body or one range, no fault: memory for what fits, a read loop for the rest.
     const r = parts[0].range;
-    const send = (b: Buffer): void => {
-      const chunk = r ? b.subarray(r.start, r.end + 1) : b;
-      sent = chunk.length;
-      res.end(chunk);
-    };
-    const fail = (e: Error): void => {
-      // Headers are gone already: cut the connection so the client sees a short body, never a wrong one.
-      warn(`regtape: cannot read body ${body.kind === 'stored' ? body.digest : ''}: ${e.message}`);
-      res.destroy();
-    };
     if (body.kind === 'inline') {
-      let b = body === out.body ? inlineBytes.get(body) : undefined;
-      if (!b) {
-        b = Buffer.from(body.text);
-        if (body === out.body) inlineBytes.set(body, b);
-      }
-      return send(b);
+      const b = body === out.body ? inlineBuffer(body) : Buffer.from(body.text);
+      const chunk = r ? b.subarray(r.start, r.end + 1) : b;
+      res.end(chunk);
+      return done(status, chunk.length);
     }
-    if (body.kind === 'stored') {
-      const file = ex.store.pathFor(body.digest);
-      const size = body.size;
-      if (size <= CACHE_ITEM_MAX) {
-        const hit = cache.get(file);
-        if (hit) return send(hit);
-        readFile(file, (e, b) => {
-          if (e) return fail(e);
-          if (b.length !== size) return fail(new Error(`the stored body has ${b.length} bytes, the fixture says ${size}`));
-          cache.remember(file, b);
-          send(b);
-        });
-        return;
-      }
-      sendFile(file, r ? r.start : 0, r ? r.end : size - 1, res, fail, (n) => (sent += n));
-      return;
-    }
+    if (body.kind === 'stored') return sendStored(res, ex, body, cache, r, warn, (n) => done(status, n));
   }
+  // Go clients close as soon as they have Content-Length bytes, sometimes before 'finish': count what was read.
+  let sent = 0;
+  res.once('close', () => done(status, sent));
   void (async () => {
     try {
       for (const p of parts) {

@@ -24,6 +24,8 @@ export interface ReplayOptions {
   host?: string;
   /** One line per request on this function (default: none); `level` 'warn' for misses, refusals and errors. */
   log?: (line: string, level?: 'request' | 'warn') => void;
+  /** No `log` line per request served (misses, refusals and errors are still logged): saves building lines nobody reads. */
+  quiet?: boolean;
   /**
    * true: close() rejects when a request went unmatched; 'unused': also when a fixture was never used.
    * The CLI turns this into a non-zero exit.
@@ -102,6 +104,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayServer> {
   const firstDir = paths.find((p) => !/\.(md|markdown|txt|ya?ml)$/i.test(p)) ?? paths[0];
   const replayer = await Replayer.create(loaded.exchanges, {
     log: opts.log,
+    quiet: opts.quiet,
     latency: opts.latency,
     faults: opts.faults,
     onRequest: opts.onRequest,

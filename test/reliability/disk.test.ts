@@ -108,6 +108,8 @@ describe('disk faults while recording (fixtures on a 1 MiB tmpfs)', () => {
     const s = await get(`${url}${smallUrl}`);
     expect(sha256(s.body)).toBe(small.digest);
     await waitFor(() => allFiles(out).includes(path.join('bodies', 'sha256', small.hex)), 'the small blob stored');
+    // its fixture is written after its body: the next test counts fixtures, so wait for it here
+    await waitFor(() => fixtureFiles(out).some((f) => f.includes(small.hex.slice(0, 12))), "the small blob's fixture");
     // and it said why the layer was not recorded
     expect(stderrSince(mark)).toMatch(/ENOSPC|no space/i);
   });
