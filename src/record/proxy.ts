@@ -314,7 +314,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
       const sink = store.sink({ inlineText: secret || isTextContentType(headerValue(upstreamHeaders, 'content-type')), memoryOnly: secret });
       resSink = sink;
       const length = Number(headerValue(upstreamHeaders, 'content-length'));
-      const t = progress.start(`${method} ${url}`, Number.isSafeInteger(length) && length > 0 ? length : undefined);
+      const t = progress.start(`${method} ${shown}`, Number.isSafeInteger(length) && length > 0 ? length : undefined);
       transfer = t;
       proxyRes.on('data', (c: Buffer) => t.add(c.length));
       let sinkError: NodeJS.ErrnoException | undefined;
