@@ -151,20 +151,24 @@ export class Matcher {
   /** Why nothing matched: the nearest recorded requests, each with what differs. */
   explain(req: RequestView): Miss {
     const { path, query } = splitUrl(req.url);
-    const candidates = new Set<LoadedExchange>(this.byPath.get(path) ?? []);
-    if (candidates.size < 3) {
-      // Same route kind and repository: a different tag or digest is a useful hint.
-      const scored = this.all
-        .map((ex) => ({ ex, score: commonPrefix(splitUrl(ex.request.url).path, path) }))
-        .sort((a, b) => b.score - a.score)
-        .slice(0, 3 - candidates.size);
-      for (const s of scored) candidates.add(s.ex);
+    const kind = routeOf(path).kind;
+    // Nearest first: the same path, then the same route kind (a tags request is not near a blob), then
+    // the longest common path prefix. Each recorded request once, not once per sequence copy.
+    const scored = this.all
+      .map((ex) => {
+        const p = splitUrl(ex.request.url).path;
+        return { ex, score: [p === path ? 1 : 0, routeOf(p).kind === kind ? 1 : 0, commonPrefix(p, path)] };
+      })
+      .sort((a, b) => b.score[0] - a.score[0] || b.score[1] - a.score[1] || b.score[2] - a.score[2]);
+    const seen = new Set<string>();
+    const nearest: Miss['nearest'] = [];
+    for (const { ex } of scored) {
+      const key = `${ex.request.method} ${ex.request.url} ${acceptSet(headerValues(ex.request.headers, 'accept')).join(',')} ${hasCredentials(ex.request.headers)}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      nearest.push({ request: `${ex.request.method} ${ex.request.url}`, source: ex.source ? `${ex.source.file}:${ex.source.line}` : '?', why: difference(req, ex, path, query) });
+      if (nearest.length === 3) break;
     }
-    const nearest = [...candidates].slice(0, 3).map((ex) => ({
-      request: `${ex.request.method} ${ex.request.url}`,
-      source: ex.source ? `${ex.source.file}:${ex.source.line}` : '?',
-      why: difference(req, ex, path, query),
-    }));
     return { request: `${req.method} ${req.url}`, nearest };
   }
 }
@@ -178,9 +182,9 @@ function recordedView(ex: LoadedExchange): RequestView {
 function difference(req: RequestView, ex: LoadedExchange, path: string, query: string): string {
   const rec = splitUrl(ex.request.url);
   const diffs: string[] = [];
-  if (req.method.toUpperCase() !== ex.request.method && !(req.method.toUpperCase() === 'HEAD' && ex.request.method === 'GET')) diffs.push(`method ${ex.request.method}`);
+  if (req.method.toUpperCase() !== ex.request.method && !(req.method.toUpperCase() === 'HEAD' && ex.request.method === 'GET')) diffs.push(`method (recorded ${ex.request.method}, sent ${req.method.toUpperCase()})`);
   if (rec.path !== path) diffs.push('path');
-  if (normalizeQuery(rec.query) !== normalizeQuery(query)) diffs.push(`query (recorded ${rec.query ? '?' + rec.query : 'none'})`);
+  if (normalizeQuery(rec.query) !== normalizeQuery(query)) diffs.push(`query (recorded ${rec.query ? '?' + rec.query : 'none'}, sent ${query ? '?' + query : 'none'})`);
   const recAuth = hasCredentials(ex.request.headers);
   if (recAuth !== hasCredentials(req.headers)) diffs.push(recAuth ? 'credentials (recorded with Authorization)' : 'credentials (recorded without Authorization)');
   const route = routeOf(path);
@@ -188,7 +192,7 @@ function difference(req: RequestView, ex: LoadedExchange, path: string, query: s
     const ct = headerValue(ex.response.headers, 'content-type');
     const wanted = acceptSet(headerValues(req.headers, 'accept'));
     const same = wanted.join(',') === acceptSet(headerValues(ex.request.headers, 'accept')).join(',');
-    if (!same && !accepts(wanted, ct, route.reference.includes(':'))) diffs.push(`Accept (the recorded manifest is ${ct}, not accepted)`);
+    if (!same && !accepts(wanted, ct, route.reference.includes(':'))) diffs.push(`Accept (sent ${wanted.length ? wanted.join(', ') : 'none'}; the recorded manifest is ${ct}, not among them)`);
   }
   const recRange = headerValue(ex.request.headers, 'range');
   if (isPartial(ex) && normalizeRange(recRange) !== normalizeRange(headerValue(req.headers, 'range'))) {

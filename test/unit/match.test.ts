@@ -110,7 +110,27 @@ describe('Matcher', () => {
     expect(miss.nearest[0].request).toBe('GET /v2/r/manifests/v1');
     expect(miss.nearest[0].why).toBe('path, credentials (recorded without Authorization) differ');
     const miss2 = m.explain({ method: 'GET', url: '/v2/r/manifests/v1', headers: [['accept', DOCKER]] });
-    expect(miss2.nearest[0].why).toBe(`Accept (the recorded manifest is ${OCI}, not accepted) differs`);
+    expect(miss2.nearest[0].why).toBe(`Accept (sent ${DOCKER}; the recorded manifest is ${OCI}, not among them) differs`);
+  });
+
+  it('ranks the same route kind first, shows each recorded request once, with the values that differ', () => {
+    const m = new Matcher([
+      ex('GET', '/v2/r/tags/list?n=1', [], 200, [], 'tags'),
+      ex('GET', '/v2/r/blobs/sha256:aa', [], 401),
+      ex('GET', '/v2/r/blobs/sha256:aa', [], 401),
+      ex('GET', '/v2/r/blobs/sha256:aa', [], 200),
+      ex('GET', '/v2/r/blobs/sha256:bb', [], 200),
+      ex('GET', '/v2/r/manifests/v1', [], 200, [['content-type', OCI]]),
+    ]);
+    // a tags request: the recorded tags list first (same kind), though blob paths share as long a prefix
+    const tags = m.explain({ method: 'GET', url: '/v2/r/tags/list?n=2', headers: [] });
+    expect(tags.nearest[0]).toMatchObject({ request: 'GET /v2/r/tags/list?n=1', why: 'query (recorded ?n=1, sent ?n=2) differs' });
+    // a blob: the three recordings of sha256:aa (a sequence) are one suggestion
+    const blob = m.explain({ method: 'HEAD', url: '/v2/r/blobs/sha256:cc', headers: [] });
+    expect(blob.nearest.map((n) => n.request).slice(0, 2)).toEqual(['GET /v2/r/blobs/sha256:aa', 'GET /v2/r/blobs/sha256:bb']);
+    expect(blob.nearest).toHaveLength(3);
+    const put = m.explain({ method: 'PUT', url: '/v2/r/blobs/sha256:aa', headers: [] });
+    expect(put.nearest[0].why).toBe('method (recorded GET, sent PUT) differs');
   });
 
   it('keeps requests without a response aside', () => {
