@@ -4,11 +4,13 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError, CommanderError, Option } from 'commander';
 import { record, DEFAULT_UPSTREAM } from './record/proxy';
-import { replay, StrictReplayError } from './replay/server';
+import { replay, ReplayOptions, StrictReplayError } from './replay/server';
 import { FaultRule, loadFaultRules, parseFaultFlag, parseLatency } from './replay/faults';
 import { FixtureError } from './fixture/model';
 import { FixturePathError } from './fixture/files';
 import { UserError } from './http/server';
+import { recordForward } from './proxy/record';
+import { replayForward } from './proxy/replay';
 import { formatListing, formatReport, ls, verify } from './inspect';
 import { clientAddress, runCommand, splitExec } from './service/exec';
 import { LogFormat, output, parseLogFormat, writeReport } from './service/output';
@@ -76,6 +78,7 @@ interface ReplayFlags extends TlsFlags {
   report?: string;
   allowHost?: string[];
   logFormat: LogFormat;
+  proxy?: boolean;
 }
 
 /** --port, defaulting to $REGTAPE_PORT, then 8000 (the container image's health check reads the same). */
@@ -102,7 +105,7 @@ export function program(exec?: string[]): Command {
     .option('--redact-query <name...>', 'also redact these query parameters in recorded URLs (account and URL signatures always are)')
     .option('--redact-field <name...>', 'also redact these JSON fields in token responses and form fields in token requests')
     .option('--overwrite', 'replace fixtures of requests recorded again (default: keep both, as a sequence)')
-    .option('--allow-host <pattern>', 'accept this Host header value, and (record, --record-missing) forward token and redirect requests to this host, besides the upstream and what it names; * wildcards, e.g. *.cloudfront.net (repeatable)', collect)
+    .option('--allow-host <pattern>', 'accept this Host header value, and (record, --record-missing) forward token and redirect requests to this host, besides the upstream and what it names; with --proxy: the only hosts it may reach; * wildcards, e.g. *.cloudfront.net (repeatable)', collect)
     .option('--keep-noise', 'write per-run values as recorded (Date, token times, Accept order, kernel in User-Agent, local ports); default: normalised, so re-recording gives the same files')
     .option('--lfs', 'mark bodies for Git LFS in the .gitattributes written beside them (default: binary, no diff)')
     .option('--drain-timeout <seconds>', 'on Ctrl-C, wait at most this long for in-flight exchanges (default: until they finish; a second Ctrl-C stops at once)', drainTimeout)
@@ -111,18 +114,44 @@ export function program(exec?: string[]): Command {
     .option('--tls-name <name>', 'with --tls: another DNS name or IP the certificate covers (repeatable)', collect)
     .option('--tls-cert <file>', 'with --tls: serve this certificate (PEM) instead of one from the CA')
     .option('--tls-key <file>', 'with --tls-cert: its private key (PEM)')
-    .option('--ca-dir <dir>', "with --tls: regtape's CA folder (default $REGTAPE_CA_DIR or ~/.config/regtape/ca)")
+    .option('--ca-dir <dir>', "with --tls or --proxy: regtape's CA folder (default $REGTAPE_CA_DIR or ~/.config/regtape/ca)")
     .option('--upstream-ca <file>', 'trust these CA certificates (PEM) for upstreams, besides the system store and NODE_EXTRA_CA_CERTS')
     .option('--resolve <host=addr:port>', "connect to ADDR:PORT for HOST, TLS still verified for HOST (like curl's; repeatable)", collect)
+    .option('--proxy', 'be a forward proxy (HTTPS_PROXY) for any registry, image names unchanged: each host recorded into <out>/<host>/')
     .addHelpText(
       'after',
       `
 Example:
   $ regtape record --upstream http://127.0.0.1:5000 --out fixtures/hello
   $ skopeo copy --src-tls-verify=false docker://127.0.0.1:8000/demo/hello:v1 dir:/tmp/hello
+  $ regtape record --proxy --out fixtures/ci        # any registry, names unchanged
+  $ HTTPS_PROXY=http://127.0.0.1:8000 SSL_CERT_FILE=$(regtape ca | tail -1) skopeo copy docker://ghcr.io/org/app:v1 dir:/tmp/app
   (Ctrl-C stops after the in-flight exchanges are written, saying how far they are; a second Ctrl-C stops at once)`,
     )
-    .action(async (o: TlsFlags & { upstream: string; port: number; host: string; out: string; format: 'md' | 'yaml'; redactHeader?: string[]; redactQuery?: string[]; redactField?: string[]; overwrite?: boolean; store?: string; keepNoise?: boolean; lfs?: boolean; allowHost?: string[]; drainTimeout?: number }) => {
+    .action(async (o: TlsFlags & { upstream: string; port: number; host: string; out: string; format: 'md' | 'yaml'; redactHeader?: string[]; redactQuery?: string[]; redactField?: string[]; overwrite?: boolean; store?: string; keepNoise?: boolean; lfs?: boolean; allowHost?: string[]; drainTimeout?: number; proxy?: boolean }, cmd: Command) => {
+      if (o.proxy) {
+        if (cmd.getOptionValueSource('upstream') === 'cli') throw new UserError('--proxy records every host the client reaches; --upstream is for the reverse proxy: use one or the other');
+        if (o.tls) throw new UserError("--tls serves HTTPS on a registry port; the forward proxy's port speaks plain HTTP (clients send CONNECT through it; their TLS is answered with regtape's CA either way)");
+        const fwd = await recordForward({
+          port: o.port,
+          host: o.host,
+          out: o.out,
+          format: o.format,
+          redact: { headers: o.redactHeader, query: o.redactQuery, fields: o.redactField },
+          overwrite: o.overwrite,
+          store: o.store,
+          keepNoise: o.keepNoise,
+          lfs: o.lfs,
+          allowHosts: o.allowHost,
+          resolve: o.resolve,
+          upstreamCa: o.upstreamCa,
+          caDir: o.caDir,
+          log: err,
+        });
+        onSignals(() => fwd.close());
+        out(`regtape forward proxy recording on ${fwd.url} (clients: HTTPS_PROXY=${fwd.url}, trust ${fwd.caCertPath}), fixtures in ${fwd.out}/<host>/`);
+        return;
+      }
       const server = await record({
         upstream: o.upstream,
         port: o.port,
@@ -169,10 +198,11 @@ Example:
     .option('--tls-name <name>', 'with --tls: another DNS name or IP the certificate covers (repeatable)', collect)
     .option('--tls-cert <file>', 'with --tls: serve this certificate (PEM) instead of one from the CA')
     .option('--tls-key <file>', 'with --tls-cert: its private key (PEM)')
-    .option('--ca-dir <dir>', "with --tls: regtape's CA folder (default $REGTAPE_CA_DIR or ~/.config/regtape/ca)")
+    .option('--ca-dir <dir>', "with --tls or --proxy: regtape's CA folder (default $REGTAPE_CA_DIR or ~/.config/regtape/ca)")
     .option('--upstream-ca <file>', 'with --record-missing: trust these CA certificates (PEM) for the upstream')
     .option('--resolve <host=addr:port>', 'with --record-missing: connect to ADDR:PORT for HOST, TLS still verified for HOST (repeatable)', collect)
     .option('--allow-empty', 'serve even when the paths hold no fixtures (default: an error)')
+    .option('--proxy', 'be a forward proxy (HTTPS_PROXY) answering each host from its folder, as record --proxy wrote them')
     .addHelpText(
       'after',
       `
@@ -192,9 +222,10 @@ Example:
       refuseIdleReplayFlags(cmd, o.recordMissing);
       if (!o.recordMissing && (o.upstreamCa || o.resolve)) throw new UserError(`${o.upstreamCa ? '--upstream-ca' : '--resolve'} only applies with --record-missing (replay opens no connection otherwise)`);
       if (o.recordMissing && !o.upstream) throw new UserError('--record-missing needs --upstream URL (the registry to record what is missing from)');
+      if (o.proxy && (o.upstream || o.recordMissing)) throw new UserError('--proxy replays offline from the host folders; --upstream and --record-missing are for the reverse proxy');
       const faults = [...(o.fault ?? []), ...(o.faults ? await loadFaultRules(o.faults) : [])];
       const io = output(o.logFormat, !!o.quiet, err);
-      const server = await replay({
+      const replayOpts: ReplayOptions = {
         fixtures: paths,
         port: o.port,
         host: o.host,
@@ -208,8 +239,11 @@ Example:
         store: o.store,
         allowHosts: o.allowHost,
         recordMissing: o.recordMissing ? { upstream: o.upstream!, out: o.out, format: o.format, resolve: o.resolve, upstreamCa: o.upstreamCa } : undefined,
-        tls: tlsFlagOptions(o),
-      });
+        tls: o.proxy ? undefined : tlsFlagOptions(o),
+      };
+      if (o.proxy && o.tls) throw new UserError("--tls serves HTTPS on a registry port; the forward proxy's port speaks plain HTTP (clients send CONNECT through it; their TLS is answered with regtape's CA either way)");
+      const fwd = o.proxy ? await replayForward({ ...replayOpts, caDir: o.caDir }) : undefined;
+      const server = fwd ?? (await replay(replayOpts));
       if (server.caCert) io.say(`regtape: HTTPS with a certificate from regtape's CA: clients must trust ${server.caCert}`);
       for (const ex of server.unservable) {
         io.say(`regtape: note: ${ex.source?.file}:${ex.source?.line}: ${ex.request.method} ${ex.request.url} has no recorded response; it is not served`, 'warn');
@@ -250,7 +284,8 @@ Example:
         if (failure) throw new UserError(failure);
       }, (line) => io.say(line, 'warn'));
       // Printed once the signal handlers are in place: a test harness may stop us right after it.
-      out(`regtape replaying ${server.exchanges} exchanges from ${server.files.length} fixture files on ${server.url}`);
+      if (fwd) out(`regtape forward proxy replaying ${fwd.exchanges} exchanges of ${fwd.hosts.join(', ')} on ${fwd.url} (clients: HTTPS_PROXY=${fwd.url}, trust ${fwd.caCertPath})`);
+      else out(`regtape replaying ${server.exchanges} exchanges from ${server.files.length} fixture files on ${server.url}`);
     });
   prog
     .command('ca')

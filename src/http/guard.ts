@@ -4,7 +4,8 @@
  *   name the user allowed (`--allow-host`, the TLS certificate's names): a web page reaching the
  *   server by DNS rebinding sends its own name;
  * - an absolute-form request (`GET http://example/ HTTP/1.1`, what `curl -x` sends): regtape is not
- *   a forward proxy (yet); writing such a request as a fixture would break the folder.
+ *   a forward proxy in this mode (`--proxy` is, src/proxy/); writing such a request as a fixture would
+ *   break the folder.
  */
 import type * as http from 'node:http';
 
@@ -69,7 +70,7 @@ export function refuseForwardProxyRequest(req: http.IncomingMessage, res: http.S
     400,
     'UNSUPPORTED',
     `regtape: ${target} was requested through regtape as an HTTP proxy (absolute-form request); regtape is the registry itself: ` +
-      `point the client at its address as the registry (e.g. 127.0.0.1:8000/repo:tag), not as --proxy/-x/HTTP_PROXY`,
+      `point the client at its address as the registry (e.g. 127.0.0.1:8000/repo:tag), not as --proxy/-x/HTTP_PROXY; or start regtape with --proxy to be one`,
   );
   req.resume();
   return true;

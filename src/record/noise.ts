@@ -48,7 +48,8 @@ export function normaliseNoise(ex: Exchange, liveOrigin: string, tokenResponse: 
 }
 
 function requestValue(name: string, value: string, liveOrigin: string): string {
-  let v = value.includes(liveOrigin) ? value.split(liveOrigin).join(ORIGIN_PLACEHOLDER) : value;
+  // '' (the forward proxy): nothing of ours to replace.
+  let v = liveOrigin && value.includes(liveOrigin) ? value.split(liveOrigin).join(ORIGIN_PLACEHOLDER) : value;
   if (name.toLowerCase() === 'user-agent') v = v.replace(/\bkernel\/[^\s)]+/, `kernel/${NORMALISED}`);
   return withoutLocalPorts(v);
 }

@@ -22,7 +22,7 @@ import { guardRequest, hostMatcher, refuse, refuseForwardProxyRequest } from '..
 import { serverTls, ServeTlsOptions } from '../proxy/ca';
 import { errorBody } from '../registry/errors';
 import { Redactor, RedactOptions } from './redact';
-import { Targets } from './targets';
+import { Target, Targets } from './targets';
 import { checkUpstream, DEFAULT_UPSTREAM, parseUpstream, upstreamAgents } from './upstream';
 import { FixtureWriter, isTokenLikeUrl } from './writer';
 import { lockFolder } from './lock';
@@ -75,6 +75,19 @@ export interface RecordOptions {
   allowHosts?: string[];
   /** Progress of transfers and the totals (record/progress.ts); the CLI passes one that prints. */
   progress?: Progress;
+  /**
+  /**
+   * false: record what the host really said, untouched (the forward proxy, src/proxy/: the client
+   * reaches the realm and the CDN through regtape anyway): no realm, Location or origin rewriting.
+   */
+  rewrite?: boolean;
+  /**
+   * Which requests are token requests, when the caller knows better than the URL (the forward proxy:
+   * a realm named in a challenge, and not a redirect target it saw named): their bodies may hold secrets.
+   */
+  isTokenRequest?: (url: string) => boolean;
+  /** Sees each upstream response's status and headers before the client does. */
+  onResponseHeaders?: (status: number, headers: HeaderList) => void;
   /** Called with each exchange once its fixture is written. */
   onRecorded?: (ex: Exchange, file: string) => void;
   log?: (line: string) => void;
@@ -162,6 +175,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
   // Loaded when a recorder is made: a replay without --record-missing never loads it.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { createProxyServer } = require('http-proxy-3') as typeof HttpProxy3;
+  const rewrite = opts.rewrite !== false;
   const proxy = createProxyServer({
     changeOrigin: true, // virtual-hosted registries (Hub, ghcr, quay) need their own Host and SNI
     secure: true,
@@ -192,14 +206,12 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
   const forward = (req: http.IncomingMessage, res: http.ServerResponse, preread?: Buffer, regular = false): void => {
     if (refuseForwardProxyRequest(req, res)) return; // never written: its URL is no registry path
     const started = process.hrtime.bigint();
-    const liveOrigin = requestOrigin(req, `${opts.host ?? '127.0.0.1'}:${opts.port ?? 8000}`);
+    // The forward proxy (no rewriting) has no origin of its own in what it records.
+    const liveOrigin = !rewrite ? '' : requestOrigin(req, `${opts.host ?? '127.0.0.1'}:${opts.port ?? 8000}`);
     // The proxy's own origin in the request (a mount's `origin=`, Origin, Referer) is written as the
     // placeholder (replay matches it so, on any port) and sent upstream as the upstream's own.
-    const reqHeaders: HeaderList = replaceOwnOriginInHeaders(
-      rawHeaderList(req.rawHeaders).filter(([n]) => !HOP_BY_HOP.has(n) && n !== 'host'),
-      liveOrigin,
-      ORIGIN_PLACEHOLDER,
-    );
+    const rawHeaders: HeaderList = rawHeaderList(req.rawHeaders).filter(([n]) => !HOP_BY_HOP.has(n) && n !== 'host');
+    const reqHeaders: HeaderList = rewrite ? replaceOwnOriginInHeaders(rawHeaders, liveOrigin, ORIGIN_PLACEHOLDER) : rawHeaders;
     const method = req.method ?? 'GET';
     const sent = req.url ?? '/';
     const url = replaceOwnOriginInUrl(sent, liveOrigin, ORIGIN_PLACEHOLDER);
@@ -209,7 +221,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
     }
     // Log lines are as clean as fixtures: no query token or URL signature.
     const shown = redactor.redactUrl(url);
-    const target = targets.of(sent);
+    const target: Target | undefined = rewrite ? targets.of(sent) : { origin: upstream.origin, path: sent, kind: 'upstream' };
     if (!target) {
       const body = errorBody('NAME_UNKNOWN', `regtape: ${url} is not a valid regtape token or redirect URL`);
       res.writeHead(404, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
@@ -224,7 +236,8 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
       log(`${method} ${shown} REFUSED: ${host} is not the upstream nor named by it (--allow-host)`);
       return;
     }
-    if (!regular && !preread && blobs.takes(req, target) && !isTokenLikeUrl(url)) {
+    // The forward proxy records answers untouched: not through the blob fast path, which rewrites them.
+    if (rewrite && !regular && !preread && blobs.takes(req, target) && !isTokenLikeUrl(url)) {
       // Blob GETs by digest: streamed on a plain socket, hashed and written off the main thread (blob-stream.ts).
       const job = blobs.forward(res, {
         target,
@@ -251,7 +264,9 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
       void job.then(() => inflight.delete(job));
       return;
     }
-    const secret = target.kind === 'token' || (target.kind === 'upstream' && isTokenLikeUrl(url));
+    // The caller's decision, when it knows (the forward proxy), replaces the URL heuristic.
+    const decided = opts.isTokenRequest !== undefined;
+    const secret = target.kind === 'token' || (target.kind === 'upstream' && (decided ? opts.isTokenRequest!(url) : isTokenLikeUrl(url)));
     const reqSink = store.sink({ inlineText: secret || isTextContentType(headerValue(reqHeaders, 'content-type')), memoryOnly: secret });
     reqSink.on('error', (e) => log(`regtape: cannot keep the request body of ${method} ${shown}: ${e.message}`));
     // The request body goes upstream and into the sink with backpressure from both: a 1 GiB upload
@@ -307,7 +322,8 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
     onResponse.set(req, (proxyRes) => {
       const status = proxyRes.statusCode ?? 502;
       const upstreamHeaders = rawHeaderList(proxyRes.rawHeaders).filter(([n]) => !HOP_BY_HOP.has(n));
-      const headers = targets.clientHeaders(status, upstreamHeaders, target, liveOrigin);
+      opts.onResponseHeaders?.(status, upstreamHeaders);
+      const headers = rewrite ? targets.clientHeaders(status, upstreamHeaders, target, liveOrigin) : upstreamHeaders;
       const flat: string[] = [];
       for (const [n, v] of headers) flat.push(n, v);
       res.writeHead(status, proxyRes.statusMessage, flat);
@@ -339,6 +355,7 @@ export async function createRecorder(opts: RecordOptions): Promise<Recorder> {
               resBody,
               liveOrigin,
               secret,
+              decided,
               from: target.kind === 'upstream' ? upstream.origin : target.origin,
             });
             opts.onRecorded?.({ ...exchange, source: { file: path.relative(process.cwd(), file) || file, line: 1 } }, file);

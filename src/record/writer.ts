@@ -26,10 +26,12 @@ export interface CapturedExchange {
   /** Response headers as the client got them (already pointed at the proxy). */
   resHeaders: HeaderList;
   resBody: Body;
-  /** The proxy's origin as the client saw it: stored as the placeholder. */
+  /** The proxy's origin as the client saw it: stored as the placeholder ('' when nothing was rewritten). */
   liveOrigin: string;
   /** Token endpoint answers: every JSON token field is redacted. */
   secret: boolean;
+  /** `secret` is the recorder's final word (the forward proxy knows realms and redirect targets), not to be second-guessed from the URL. */
+  decided?: boolean;
   /** Where it came from, for the fixture's comment line. */
   from: string;
 }
@@ -87,10 +89,10 @@ export class FixtureWriter {
     const { redactor, out, format } = this.opts;
     const reqBody = redactBody(c.reqBody, (t) => redactor.redactForm(t));
     // Token answers fail closed (redact.ts); redirects and errors may carry signed URLs in their text.
-    const tokenResponse = c.secret || isTokenLikeUrl(c.url);
+    const tokenResponse = c.secret || (!c.decided && isTokenLikeUrl(c.url));
     const resBody = redactBody(c.resBody, (t) => (tokenResponse ? redactor.redactTokenAnswer(t) : c.status >= 300 ? redactor.redactUrlsIn(t) : t));
     const redactedUrl = placeholderUploads(redactor.redactUrl(c.url));
-    const resHeaders = uploadPlaceholders(redactor.redactHeaderUrls(redactor.redactHeaders(toPlaceholder(c.resHeaders, c.liveOrigin))));
+    const resHeaders = uploadPlaceholders(redactor.redactHeaderUrls(redactor.redactHeaders(c.liveOrigin ? toPlaceholder(c.resHeaders, c.liveOrigin) : c.resHeaders)));
     // What the request carried (its token, password, cookie, query token), wherever the answer echoes it.
     const credentials = redactor.requestSecrets(c.reqHeaders, c.url, c.reqBody.kind === 'inline' ? c.reqBody.text : undefined);
     let echoes = 0;

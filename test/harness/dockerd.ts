@@ -39,6 +39,8 @@ export interface DockerdOptions {
   cli?: string;
   /** how long to wait for `docker info` to answer (default 30 s) */
   startTimeoutMs?: number;
+  /** more environment for the daemon, e.g. HTTPS_PROXY and SSL_CERT_FILE (proxy variables are otherwise dropped) */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface Dockerd {
@@ -208,7 +210,7 @@ export async function startDockerd(opts: DockerdOptions = {}): Promise<Dockerd> 
         '--containerd-namespace', namespace,
         '--containerd-plugins-namespace', `${namespace}-plugins`,
       ],
-      { env: cleanEnv(), cwd: stateDir },
+      { env: { ...cleanEnv(), ...opts.env }, cwd: stateDir },
     );
     const deadline = Date.now() + (opts.startTimeoutMs ?? 30_000);
     let last: RunResult | undefined;

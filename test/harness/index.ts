@@ -69,3 +69,4 @@ export class Harness {
 export * from './dockerd';
 export * from './podman';
 export * from './containerd';
+export * from './tls-names';

@@ -35,14 +35,18 @@ export interface RegistryOptions {
   tmp?: TempDirs;
   /** docker-registry binary (default $REGTAPE_REGISTRY_BIN or 'docker-registry') */
   binary?: string;
-  /** serve https with a self-signed certificate for 127.0.0.1 (its PEM is in `caCert`) */
-  tls?: boolean;
+  /** serve https with a self-signed certificate for 127.0.0.1 (its PEM is in `caCert`), or with this certificate and key (PEM files) */
+  tls?: boolean | { cert: string; key: string };
   /**
    * serve https with a certificate for these names (DNS names or IPs; e.g. ['ghcr.io']) issued by a
    * throw-away CA made for this registry (its PEM is in `caCert`); clients reach it by name through
    * a proxy or regtape's --resolve. Implies tls.
    */
   tlsNames?: string[];
+  /** token/hub: the realm named in challenges, when clients reach the token server by another name (default: its own URL) */
+  realm?: string;
+  /** redirect/hub: the base URL blob redirects point to, when clients reach the CDN by another name (default: its own URL) */
+  cdnBaseUrl?: string;
 }
 
 export interface Registry {
@@ -158,7 +162,9 @@ export async function startRegistry(opts: RegistryOptions): Promise<Registry> {
   try {
     const extra: string[] = [];
     let caCert: string | undefined;
-    if (opts.tlsNames?.length) {
+    if (typeof opts.tls === 'object') {
+      extra.push('  tls:', `    certificate: ${q(opts.tls.cert)}`, `    key: ${q(opts.tls.key)}`);
+    } else if (opts.tlsNames?.length) {
       caCert = path.join(stateDir, 'test-ca.crt');
       const caKey = path.join(stateDir, 'test-ca.key');
       const crt = path.join(stateDir, 'tls.crt');
@@ -198,7 +204,7 @@ export async function startRegistry(opts: RegistryOptions): Promise<Registry> {
       extra.push(
         'auth:',
         '  token:',
-        `    realm: ${q(tokenServer.realm)}`,
+        `    realm: ${q(opts.realm ?? tokenServer.realm)}`,
         `    service: ${q(tokenServer.service)}`,
         `    issuer: ${q(tokenServer.issuer)}`,
         `    rootcertbundle: ${q(crt)}`,
@@ -206,7 +212,7 @@ export async function startRegistry(opts: RegistryOptions): Promise<Registry> {
     }
     if (useCdn) {
       cdn = await startBlobCdn({ root: dataDir });
-      extra.push('middleware:', '  storage:', '    - name: redirect', '      options:', `        baseurl: ${q(`${cdn.url}/`)}`);
+      extra.push('middleware:', '  storage:', '    - name: redirect', '      options:', `        baseurl: ${q(`${opts.cdnBaseUrl ?? cdn.url}/`)}`);
     }
     const bin = opts.binary ?? process.env.REGTAPE_REGISTRY_BIN ?? 'docker-registry';
     // freePort() can race with another process grabbing the port: retry a few times
