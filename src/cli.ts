@@ -132,6 +132,8 @@ Example:
       if (o.proxy) {
         if (cmd.getOptionValueSource('upstream') === 'cli') throw new UserError('--proxy records every host the client reaches; --upstream is for the reverse proxy: use one or the other');
         if (o.tls) throw new UserError("--tls serves HTTPS on a registry port; the forward proxy's port speaks plain HTTP (clients send CONNECT through it; their TLS is answered with regtape's CA either way)");
+        const unsupported = o.tlsName ? '--tls-name' : o.tlsCert ? '--tls-cert' : o.tlsKey ? '--tls-key' : o.drainTimeout !== undefined ? '--drain-timeout' : undefined;
+        if (unsupported) throw new UserError(`${unsupported} does nothing with --proxy (not supported in the forward proxy yet)`);
         const fwd = await recordForward({
           port: o.port,
           host: o.host,

@@ -39,6 +39,9 @@ describe('record --proxy / replay --proxy: flags', () => {
     const tls = await runCli(['record', '--proxy', '--tls', '--port', '0', '--out', out]);
     expect(tls.code).toBe(2);
     expect(tls.stderr).toContain("the forward proxy's port speaks plain HTTP");
+    const drain = await runCli(['record', '--proxy', '--drain-timeout', '5', '--port', '0', '--out', out]);
+    expect(drain.code).toBe(2);
+    expect(drain.stderr.trim()).toBe('regtape: --drain-timeout does nothing with --proxy (not supported in the forward proxy yet)');
     const missing = await runCli(['replay', out, '--proxy', '--record-missing', '--upstream', 'http://127.0.0.1:5000']);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toContain('--proxy replays offline');
