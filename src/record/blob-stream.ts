@@ -66,6 +66,8 @@ export class BlobStreams {
   takes(req: http.IncomingMessage, target: Target): boolean {
     if (req.method !== 'GET' || target.kind !== 'upstream' || !target.origin.startsWith('http:')) return false;
     if (req.headers['transfer-encoding'] || (req.headers['content-length'] && req.headers['content-length'] !== '0')) return false;
+    // Only a whole blob hashes to its digest: ranged and conditional GETs take the regular path.
+    if (req.headers.range || req.headers['if-range'] || req.headers['if-none-match'] || req.headers['if-modified-since']) return false;
     const route = routeOf(target.path);
     return route.kind === 'blob' && /^sha256:[0-9a-f]{64}$/.test(route.digest);
   }
