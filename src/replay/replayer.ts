@@ -295,7 +295,8 @@ export class Replayer {
     if (!preread && !manifestBytes && !session) req.resume();
     if (!ex) {
       const request = `${view.method} ${shown}`;
-      const explain = (): ReturnType<Matcher['explain']> => ({ ...this.matcher.explain(view), request });
+      // Explained with the URL redacted: the values that differ are shown, and a query token must not be.
+      const explain = (): ReturnType<Matcher['explain']> => ({ ...this.matcher.explain({ ...view, url: this.redactor.redactUrl(view.url) }), request });
       const miss = this.unmatched.add(request, explain) ?? explain();
       const hint = miss.nearest.length ? miss.nearest.map((n) => `${n.request} (${n.source}: ${n.why})`).join('; ') : 'no fixtures at all';
       const message = `regtape: no fixture for ${miss.request}; nearest recorded: ${hint}`;
