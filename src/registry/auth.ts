@@ -61,6 +61,24 @@ export function ownRealmChallenge(header: string, origin: string): string {
 }
 
 /**
+ * The path of regtape's token endpoint that a Bearer challenge sends clients to, whichever origin the
+ * challenge names: its own (recorded as the origin placeholder) or a foreign realm replay points at itself.
+ */
+export function challengeTokenPath(header: string): string | undefined {
+  if (!/^\s*bearer\b/i.test(header)) return undefined;
+  const m = /\brealm\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))/i.exec(header);
+  if (!m) return undefined;
+  let u: URL;
+  try {
+    u = new URL(m[1] ?? m[2] ?? '');
+  } catch {
+    return undefined;
+  }
+  if (u.pathname.startsWith(TOKEN_PREFIX)) return u.pathname;
+  return realmToPath(u.origin + u.pathname);
+}
+
+/**
  * What identifies a token request: the realm, the service and the set of scopes. Never the
  * credentials, `account`, `client_id`, `grant_type` or `offline_token`: they change per user and client.
  * GET carries the parameters in the query; the OAuth2 POST form in the body (scope space-separated).

@@ -13,7 +13,7 @@ import { LoadedExchange } from '../fixture/files';
 import { Body, bodyDigest, Exchange, HeaderList, headerValue, headerValues } from '../fixture/model';
 import { BodyStore } from '../fixture/store';
 import { acceptSet, accepts, OCI_INDEX, OCI_MANIFEST, Route } from '../registry/routes';
-import { REPLAY_EXPIRES_IN, REPLAY_TOKEN } from '../registry/auth';
+import { challengeTokenPath, REPLAY_EXPIRES_IN, REPLAY_TOKEN } from '../registry/auth';
 import { RunState } from './state';
 import { RequestView, splitUrl } from '../fixture/identity';
 import { routeOf } from '../registry/routes';
@@ -35,6 +35,8 @@ export class RegistryView {
   private challenge?: LoadedExchange;
   /** Derived inline answers reference no stored body; any store will do. */
   private readonly store: BodyStore;
+  /** Token endpoint paths the recorded challenges named: only these hand out placeholder tokens. */
+  private readonly realms = new Set<string>();
 
   constructor(
     exchanges: LoadedExchange[],
@@ -53,6 +55,10 @@ export class RegistryView {
 
   add(ex: LoadedExchange): void {
     const res = ex.response;
+    for (const v of res ? headerValues(res.headers, 'www-authenticate') : []) {
+      const p = challengeTokenPath(v);
+      if (p) this.realms.add(p);
+    }
     if (res?.status === 401 && !this.challenge && headerValue(res.headers, 'www-authenticate') && !headerValue(ex.request.headers, 'authorization')) {
       this.challenge = ex;
     }
@@ -81,7 +87,11 @@ export class RegistryView {
   answer(req: RequestView, route: Route): LoadedExchange | undefined {
     const method = req.method.toUpperCase();
     // regtape's own token endpoint (a realm replay pointed at itself): a placeholder token, as recorded ones are served.
-    if (route.kind === 'token') return this.placeholderTokens && (method === 'GET' || method === 'POST') ? this.token() : undefined;
+    // Only at a realm a recorded challenge named: any other path under /__regtape/token/ is unmatched.
+    if (route.kind === 'token') {
+      const named = this.realms.has(splitUrl(req.url).path);
+      return this.placeholderTokens && named && (method === 'GET' || method === 'POST') ? this.token() : undefined;
+    }
     if (method !== 'GET' && method !== 'HEAD') return undefined;
     // A registry that challenged anonymous requests when recorded challenges them now as well,
     // so a client never gets in without the token dance it would have to do live.

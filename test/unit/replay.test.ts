@@ -49,6 +49,14 @@ describe('replaying the seed document as it is', () => {
     expect(JSON.parse(post.body.toString()).access_token).toBe('regtape-replay-token');
   });
 
+  it('hands out placeholder tokens only at the realm a recorded challenge named', async () => {
+    for (const p of ['/__regtape/token/https/evil.example/token', '/__regtape/token/https/auth.docker.io/other', '/__regtape/token/https/..%2f..%2fetc/passwd']) {
+      const r = await request(`${server.url}${p}?service=registry.docker.io`);
+      expect(r.status).toBe(404);
+      expect(r.headers['x-regtape']).toBe('unmatched');
+    }
+  });
+
   it('answers HEAD with the headers and no body', async () => {
     const r = await request(`${server.url}/v2/`, { method: 'HEAD' });
     expect(r.status).toBe(401);
