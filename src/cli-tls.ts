@@ -1,5 +1,6 @@
 /** The TLS flags of `record` and `replay`, and `regtape ca`: flags turned into options, nothing else. */
 import * as fs from 'node:fs';
+import { Option } from 'commander';
 import * as path from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import { UserError } from './http/server';
@@ -17,6 +18,13 @@ export interface TlsFlags {
 
 /** Repeatable option values. */
 export const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
+
+// The TLS flags, the same on record and replay (a fresh Option per command: commander keeps state in them).
+export const tlsOption = (): Option => new Option('--tls', "serve HTTPS with a certificate from regtape's CA (127.0.0.1, ::1, localhost, --tls-name) or --tls-cert/--tls-key");
+export const tlsNameOption = (): Option => new Option('--tls-name <name>', 'with --tls: another DNS name or IP the certificate covers (repeatable)').argParser(collect);
+export const tlsCertOption = (): Option => new Option('--tls-cert <file>', 'with --tls: serve this certificate (PEM) instead of one from the CA');
+export const tlsKeyOption = (): Option => new Option('--tls-key <file>', 'with --tls-cert: its private key (PEM)');
+export const caDirOption = (): Option => new Option('--ca-dir <dir>', "with --tls or --proxy: regtape's CA folder (default $REGTAPE_CA_DIR or ~/.config/regtape/ca)");
 
 /** --tls and its companions; a companion without --tls is an error, not a silent no-op. */
 export function tlsFlagOptions(o: TlsFlags): ServeTlsOptions | undefined {

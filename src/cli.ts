@@ -14,7 +14,7 @@ import { replayForward } from './proxy/replay';
 import { formatListing, formatReport, ls, verify } from './inspect';
 import { clientAddress, runCommand, splitExec } from './service/exec';
 import { LogFormat, output, parseLogFormat, writeReport } from './service/output';
-import { tlsFlagOptions, TlsFlags, caCommand, collect } from './cli-tls';
+import { tlsFlagOptions, TlsFlags, caCommand, collect, tlsOption, tlsNameOption, tlsCertOption, tlsKeyOption, caDirOption } from './cli-tls';
 import { refuseEmpty, refuseIdleReplayFlags, strictAndPaths } from './cli-checks';
 import { drainTimeout, onRecordSignals, stderrLog, stderrProgress } from './cli-record';
 
@@ -110,11 +110,7 @@ export function program(exec?: string[]): Command {
     .option('--lfs', 'mark bodies for Git LFS in the .gitattributes written beside them (default: binary, no diff)')
     .option('--drain-timeout <seconds>', 'on Ctrl-C, wait at most this long for in-flight exchanges (default: until they finish; a second Ctrl-C stops at once)', drainTimeout)
     .option('--store <dir>', 'keep bodies in DIR (layout sha256/<hex>) instead of <out>/bodies/: a store shared by several fixture sets, e.g. a CI cache')
-    .option('--tls', "serve HTTPS with a certificate from regtape's CA (127.0.0.1, ::1, localhost, --tls-name) or --tls-cert/--tls-key")
-    .option('--tls-name <name>', 'with --tls: another DNS name or IP the certificate covers (repeatable)', collect)
-    .option('--tls-cert <file>', 'with --tls: serve this certificate (PEM) instead of one from the CA')
-    .option('--tls-key <file>', 'with --tls-cert: its private key (PEM)')
-    .option('--ca-dir <dir>', "with --tls or --proxy: regtape's CA folder (default $REGTAPE_CA_DIR or ~/.config/regtape/ca)")
+    .addOption(tlsOption()).addOption(tlsNameOption()).addOption(tlsCertOption()).addOption(tlsKeyOption()).addOption(caDirOption())
     .option('--upstream-ca <file>', 'trust these CA certificates (PEM) for upstreams, besides the system store and NODE_EXTRA_CA_CERTS')
     .option('--resolve <host=addr:port>', "connect to ADDR:PORT for HOST, TLS still verified for HOST (like curl's; repeatable)", collect)
     .option('--proxy', 'be a forward proxy (HTTPS_PROXY) for any registry, image names unchanged: each host recorded into <out>/<host>/')
@@ -196,11 +192,7 @@ Example:
     .option('--report <file>', 'at shutdown, write the summary JSON (what GET /__regtape/summary answers) to this file')
     .addOption(new Option('--log-format <format>', "stderr as 'text' lines or 'json', one object per line").argParser(parseLogFormat).default('text'))
     .option('--store <dir>', 'read bodies from DIR, the store they were recorded into with record --store')
-    .option('--tls', "serve HTTPS with a certificate from regtape's CA (127.0.0.1, ::1, localhost, --tls-name) or --tls-cert/--tls-key")
-    .option('--tls-name <name>', 'with --tls: another DNS name or IP the certificate covers (repeatable)', collect)
-    .option('--tls-cert <file>', 'with --tls: serve this certificate (PEM) instead of one from the CA')
-    .option('--tls-key <file>', 'with --tls-cert: its private key (PEM)')
-    .option('--ca-dir <dir>', "with --tls or --proxy: regtape's CA folder (default $REGTAPE_CA_DIR or ~/.config/regtape/ca)")
+    .addOption(tlsOption()).addOption(tlsNameOption()).addOption(tlsCertOption()).addOption(tlsKeyOption()).addOption(caDirOption())
     .option('--upstream-ca <file>', 'with --record-missing: trust these CA certificates (PEM) for the upstream')
     .option('--resolve <host=addr:port>', 'with --record-missing: connect to ADDR:PORT for HOST, TLS still verified for HOST (repeatable)', collect)
     .option('--allow-empty', 'serve even when the paths hold no fixtures (default: an error)')
