@@ -66,7 +66,8 @@ describe('upstream faults while recording', () => {
 
   it('(a) upstream resets mid-body: the client sees a cut body, nothing is stored, the recorder goes on', async () => {
     const r = await get(`${rec.url}/v2/f/reset/blobs/${big.digest}`);
-    expect(r.status).toBe(200); // headers were already on their way
+    // Node 20 has sent the 200 by then, Node 24 may not have flushed it: a cut 200 or no answer, never a whole one.
+    expect([0, 200]).toContain(r.status);
     expect(r.complete).toBe(false);
     expect(r.body.length).toBeLessThan(big.size); // never a short body passed off as complete
     await noTempFiles();
