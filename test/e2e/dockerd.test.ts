@@ -4,6 +4,7 @@
 // address and as the daemon's registry mirror (`docker pull alpine:TAG`).
 import * as fs from 'fs';
 import * as path from 'path';
+import { filesUnder } from '../support/reliability';
 import { record, replay } from '../../src';
 import type { RecordServer, ReplayServer } from '../../src';
 import { describeFailure, Dockerd, freePort, Harness, Image, pushImage, Registry, run, RunResult, startDockerd } from '../harness';
@@ -56,15 +57,6 @@ async function inspect(d: Dockerd, ref: string): Promise<{ Id: string; RepoTags:
   return JSON.parse(r.stdout) as { Id: string; RepoTags: string[]; RepoDigests: string[] };
 }
 
-function filesUnder(dir: string): string[] {
-  const out: string[] = [];
-  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name);
-    if (e.isDirectory()) out.push(...filesUnder(p));
-    else out.push(p);
-  }
-  return out;
-}
 
 /** processes whose command line mentions one of these strings (our dockerd state dirs, namespaces) */
 async function processesMentioning(needles: string[]): Promise<string[]> {

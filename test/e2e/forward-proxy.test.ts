@@ -6,6 +6,7 @@
 // answers the same pulls and the push offline: listeners on the stopped registries' ports see no connection.
 import * as fs from 'fs';
 import * as path from 'path';
+import { filesUnder } from '../support/reliability';
 import {
   checkDirImage,
   createPodman,
@@ -42,15 +43,6 @@ function proxyEnv(proxyUrl: string, caCert: string): NodeJS.ProcessEnv {
   return { HTTPS_PROXY: proxyUrl, https_proxy: proxyUrl, HTTP_PROXY: proxyUrl, http_proxy: proxyUrl, NO_PROXY: '', no_proxy: '', SSL_CERT_FILE: caCert, SSL_CERT_DIR: '/nonexistent' };
 }
 
-function filesUnder(dir: string): string[] {
-  const out: string[] = [];
-  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name);
-    if (e.isDirectory()) out.push(...filesUnder(p));
-    else out.push(p);
-  }
-  return out;
-}
 
 describe('record --proxy and replay --proxy: several registries by their real names', () => {
   const h = new Harness();

@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import * as https from 'node:https';
 import * as http from 'node:http';
 import * as path from 'node:path';
+import { filesUnder } from '../support/reliability';
 import { X509Certificate } from 'node:crypto';
 import { checkDirImage, createPodman, describeFailure, dockerManifestInspect, freePort, Harness, Image, pushImage, Registry, run, RunResult, skopeo, startContainerd } from '../harness';
 import { replay } from '../../src';
@@ -26,10 +27,6 @@ function ok(r: RunResult, what: string): RunResult {
   return r;
 }
 
-/** Every file under dir, recursively. */
-function filesUnder(dir: string): string[] {
-  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? filesUnder(path.join(dir, e.name)) : [path.join(dir, e.name)]));
-}
 
 /** The base64 body of a PEM key, as one string (what would show up if it leaked anywhere). */
 function keyMaterial(pemFile: string): string[] {

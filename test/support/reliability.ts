@@ -62,6 +62,11 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, what: stri
   }
 }
 
+/** Every file under dir, as full paths, dotfiles included. */
+export function filesUnder(dir: string): string[] {
+  return allFiles(dir).map((f) => path.join(dir, f));
+}
+
 /** Every file under dir, relative, dotfiles included ([] when dir does not exist). */
 export function allFiles(dir: string): string[] {
   const out: string[] = [];

@@ -6,14 +6,9 @@ import * as path from 'node:path';
 import { loadFixtures, parseFixture, FixturePathError } from '../../src/fixture/files';
 import { FixtureError } from '../../src/fixture/model';
 import { headerProblem } from '../../src/fixture/validate';
+import { unitTempDirs } from '../support/tmp';
 
-const made: string[] = [];
-const tmp = (): string => {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'regtape-unit-'));
-  made.push(d);
-  return d;
-};
-afterAll(() => made.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+const tmp = unitTempDirs();
 
 const md = (out: string, method = 'GET'): string =>
   ['## in', '```', 'url /v2/x/blobs/sha256:' + 'a'.repeat(64), `method ${method}`, '', 'no body', '```', '', '## out', '```', ...out.split('\n'), '```', ''].join('\n');

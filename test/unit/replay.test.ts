@@ -4,15 +4,10 @@ import * as path from 'node:path';
 import { replay, ReplayServer } from '../../src/replay/server';
 import { FixtureError } from '../../src/fixture/model';
 import { request, rawExchange, TLS_CLIENT_HELLO } from '../support/http';
+import { unitTempDirs } from '../support/tmp';
 
 const SEED = path.join(__dirname, '../../fixtures/seed/000_8e17b29b7c377181.txt');
-const made: string[] = [];
-const tmp = (): string => {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'regtape-unit-'));
-  made.push(d);
-  return d;
-};
-afterAll(() => made.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+const tmp = unitTempDirs();
 
 describe('replaying the seed document as it is', () => {
   let server: ReplayServer;
