@@ -125,49 +125,32 @@ Example:
   (Ctrl-C stops after the in-flight exchanges are written, saying how far they are; a second Ctrl-C stops at once)`,
     )
     .action(async (o: TlsFlags & { upstream: string; port: number; host: string; out: string; format: 'md' | 'yaml'; redactHeader?: string[]; redactQuery?: string[]; redactField?: string[]; overwrite?: boolean; store?: string; keepNoise?: boolean; lfs?: boolean; allowHost?: string[]; drainTimeout?: number; proxy?: boolean }, cmd: Command) => {
-      if (o.proxy) {
-        if (cmd.getOptionValueSource('upstream') === 'cli') throw new UserError('--proxy records every host the client reaches; --upstream is for the reverse proxy: use one or the other');
-        if (o.tls) throw new UserError("--tls serves HTTPS on a registry port; the forward proxy's port speaks plain HTTP (clients send CONNECT through it; their TLS is answered with regtape's CA either way)");
-        const unsupported = o.tlsName ? '--tls-name' : o.tlsCert ? '--tls-cert' : o.tlsKey ? '--tls-key' : o.drainTimeout !== undefined ? '--drain-timeout' : undefined;
-        if (unsupported) throw new UserError(`${unsupported} does nothing with --proxy (not supported in the forward proxy yet)`);
-        const fwd = await recordForward({
-          port: o.port,
-          host: o.host,
-          out: o.out,
-          format: o.format,
-          redact: { headers: o.redactHeader, query: o.redactQuery, fields: o.redactField },
-          overwrite: o.overwrite,
-          store: o.store,
-          keepNoise: o.keepNoise,
-          lfs: o.lfs,
-          allowHosts: o.allowHost,
-          resolve: o.resolve,
-          upstreamCa: o.upstreamCa,
-          caDir: o.caDir,
-          log: err,
-        });
-        onSignals(() => fwd.close());
-        out(`regtape forward proxy recording on ${fwd.url} (clients: HTTPS_PROXY=${fwd.url}, trust ${fwd.caCertPath}), fixtures in ${fwd.out}/<host>/`);
-        return;
-      }
-      const server = await record({
-        upstream: o.upstream,
+      // What both recorders take from the flags.
+      const common = {
         port: o.port,
         host: o.host,
         out: o.out,
         format: o.format,
         redact: { headers: o.redactHeader, query: o.redactQuery, fields: o.redactField },
         overwrite: o.overwrite,
-        allowHosts: o.allowHost,
         store: o.store,
         keepNoise: o.keepNoise,
-        progress: stderrProgress(),
         lfs: o.lfs,
-        tls: tlsFlagOptions(o),
+        allowHosts: o.allowHost,
         resolve: o.resolve,
         upstreamCa: o.upstreamCa,
-        log: stderrLog,
-      });
+      };
+      if (o.proxy) {
+        if (cmd.getOptionValueSource('upstream') === 'cli') throw new UserError('--proxy records every host the client reaches; --upstream is for the reverse proxy: use one or the other');
+        if (o.tls) throw new UserError("--tls serves HTTPS on a registry port; the forward proxy's port speaks plain HTTP (clients send CONNECT through it; their TLS is answered with regtape's CA either way)");
+        const unsupported = o.tlsName ? '--tls-name' : o.tlsCert ? '--tls-cert' : o.tlsKey ? '--tls-key' : o.drainTimeout !== undefined ? '--drain-timeout' : undefined;
+        if (unsupported) throw new UserError(`${unsupported} does nothing with --proxy (not supported in the forward proxy yet)`);
+        const fwd = await recordForward({ ...common, caDir: o.caDir, log: err });
+        onSignals(() => fwd.close());
+        out(`regtape forward proxy recording on ${fwd.url} (clients: HTTPS_PROXY=${fwd.url}, trust ${fwd.caCertPath}), fixtures in ${fwd.out}/<host>/`);
+        return;
+      }
+      const server = await record({ ...common, upstream: o.upstream, progress: stderrProgress(), tls: tlsFlagOptions(o), log: stderrLog });
       if (server.caCert) err(`regtape: HTTPS with a certificate from regtape's CA: clients must trust ${server.caCert}`);
       onRecordSignals(server, err, o.drainTimeout);
       out(`regtape recording on ${server.url} -> ${server.upstream}, fixtures in ${server.out}`);
